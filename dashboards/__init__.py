@@ -1,0 +1,1 @@
+"""TensorBoard writer, dashboard layout and static report (installed as ``nnhealth.dashboards``)."""

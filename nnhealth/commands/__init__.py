@@ -1,0 +1,1 @@
+"""Sub-commands of the ``nnhealth`` command line, one module each (see nnhealth.cli)."""

@@ -1,0 +1,50 @@
+"""Turns rule verdicts into findings: once per place, again only after it cleared."""
+from __future__ import annotations
+
+import logging
+
+from .finding import Finding
+from .history import History
+from .rules import RULES, Context
+
+log = logging.getLogger("nnhealth")
+
+
+class Engine:
+    """Evaluates the enabled rules on a history and remembers which symptoms are active."""
+
+    def __init__(self, thresholds: dict, enabled: list[str], strict: bool = False):
+        self.thresholds = thresholds
+        self.rules = [RULES[r] for r in enabled]
+        self.strict = strict
+        self.active: set[tuple[str, str | None]] = set()
+        self.broken: set[str] = set()
+
+    def evaluate(self, history: History, step: int, num_classes=None, sampled: bool = True) -> list[Finding]:
+        ctx = Context(history=history, step=step, num_classes=num_classes)
+        new = []
+        for rule in self.rules:
+            if rule.id in self.broken or (rule.cadence == "sample" and not sampled):
+                continue
+            try:
+                detections = rule.check(ctx, self.thresholds[rule.id])
+            except Exception:
+                if self.strict:
+                    raise
+                self.broken.add(rule.id)
+                log.error("nnhealth: rule %s failed and is disabled for this run", rule.id, exc_info=True)
+                continue
+            if detections is None:
+                continue
+            seen = set()
+            for d in detections:
+                key = (rule.id, d.where)
+                seen.add(key)
+                if key in self.active:
+                    continue
+                self.active.add(key)
+                new.append(Finding(symptom=rule.id, severity=d.severity or rule.severity, step=step,
+                                   where=d.where, message=d.message, evidence=dict(d.evidence),
+                                   advice=rule.advice))
+            self.active -= {k for k in self.active if k[0] == rule.id and k not in seen}
+        return new

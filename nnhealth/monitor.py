@@ -1,0 +1,495 @@
+"""The Monitor: what a training loop talks to.
+
+Observations (``observe_*``) are summarised on the array's own device and
+kept pending until :meth:`Monitor.step`, which copies everything of that step
+to the host in one transfer, records it in the :class:`History`, runs the
+rules and hands findings and numbers to the sinks. On an asynchronous device
+the copy is consumed one step later, so the training loop never waits for it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import os
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import config
+from .engine import Engine
+from .finding import Finding
+from .history import History
+from .rules import RULES
+from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
+from .sinks.console import install_default_handler
+from .stats import Layout, Summary, get_kind, summarize
+from .stats.backend import NUMPY, ops_for, start_fetch
+from .stats.summary import merge_vectors
+
+log = logging.getLogger("nnhealth")
+
+#: other names users give the metrics the rules read
+METRIC_ALIASES = {
+    "acc": "train_acc", "accuracy": "train_acc", "train_accuracy": "train_acc",
+    "val_accuracy": "val_acc", "valid_acc": "val_acc", "validation_accuracy": "val_acc",
+    "valid_loss": "val_loss", "validation_loss": "val_loss",
+}
+
+
+class InputError(ValueError):
+    """Bad input to the monitor's API: reported with its message, without a traceback."""
+
+
+def _check_logdir(logdir) -> Path:
+    path = Path(logdir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"logdir {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".nnhealth-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"logdir {str(path)!r} is not writable: {e.strerror or e}") from None
+    return path
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Number) and not isinstance(value, bool) or isinstance(value, np.generic)
+
+
+class Monitor:
+    """Watches one training run. See DESIGN.md for the API.
+
+    >>> import numpy as np
+    >>> mon = Monitor(every=1, console=False)
+    >>> mon.observe_activation("fc1", np.zeros((64, 32)), kind="relu")
+    >>> new = mon.step(0, loss=2.3)
+    >>> mon.history.latest_summary("activation", "fc1").positive
+    0.0
+    >>> mon.close()
+    """
+
+    def __init__(self, logdir: str | os.PathLike | None = None, every: int = 10,
+                 num_classes: int | None = None, *, thresholds: dict | None = None,
+                 rules: list[str] | None = None, disable: list[str] | tuple = (),
+                 window: int = 5, history_capacity: int = 1024, console: bool = True,
+                 tensorboard: bool = True, strict: bool = False, sinks: list | None = None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a whole number of steps >= 1, got {every!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 2):
+            raise ValueError(f"num_classes must be a whole number >= 2 (or None), got {num_classes!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be a whole number of sampled steps >= 1, got {window!r}")
+        self.every = every
+        self.num_classes = num_classes
+        self.strict = strict
+        self.thresholds = config.resolve_thresholds(thresholds)
+        enabled = config.check_rule_ids(rules if rules is not None else list(RULES), "rules")
+        disabled = set(config.check_rule_ids(disable, "disable"))
+        self.logdir = _check_logdir(logdir) if logdir is not None else None
+        self.history = History(capacity=history_capacity, window=window)
+        self.engine = Engine(self.thresholds, [r for r in enabled if r not in disabled], strict=strict)
+        self.findings: list[Finding] = []
+        self.should_stop = False
+        #: whether this process writes files and prints (False on non-zero ranks of a distributed job)
+        self.is_writer = True
+        #: called with the list of packed device vectors of a sampled step before they are copied
+        #: to the host (the distributed adapter reduces them across ranks here)
+        self.before_fetch = None
+        self._next = 0
+        self._pending: dict[tuple[str, str], list] = {}
+        self._queue: deque = deque()
+        self._snapshots: dict[str, tuple[int, Any]] = {}
+        self._said: set[str] = set()
+        self._broken: set[tuple] = set()
+        self._watchers: list = []
+        self._closed = False
+        if console:
+            install_default_handler()
+        self._sinks = list(sinks or [])
+        if console:
+            self._sinks.insert(0, ConsoleSink())
+        if self.logdir is not None:
+            self._sinks.append(FindingsFile(self.logdir))
+            if tensorboard:
+                self._sinks.extend(self._tensorboard_sink())
+
+    def _tensorboard_sink(self) -> list:
+        try:
+            from .dashboards.tensorboard import TensorBoardSink
+        except ImportError as e:  # tensorboard is a dependency; a broken install only loses the dashboard
+            self._say_once("tb-import", f"nnhealth: TensorBoard files disabled ({e})")
+            return []
+        return [TensorBoardSink(self.logdir, every=self.every)]
+
+    # -- sampling ------------------------------------------------------------
+    def wants_layer_stats(self, step: int | None = None) -> bool:
+        """True on the steps whose layer statistics are collected (every ``every`` steps)."""
+        return ((self._next if step is None else step) % self.every) == 0
+
+    @property
+    def sampled(self) -> bool:
+        return not self._closed and self._next % self.every == 0
+
+    # -- failure handling ----------------------------------------------------
+    def _say_once(self, key: str, message: str, level=logging.WARNING, exc_info=False) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            log.log(level, message, exc_info=exc_info)
+
+    def _failed(self, part: tuple, error: Exception) -> None:
+        """Report a failure once and disable only the part that failed (fail-open)."""
+        if self.strict:
+            raise error
+        self._broken.add(part)
+        what = ":".join(str(p) for p in part)
+        if isinstance(error, (InputError, ValueError, TypeError)):
+            self._say_once(what, f"nnhealth: {what}: {error}; this observation is skipped from now on",
+                           logging.ERROR)
+        else:
+            self._say_once(what, f"nnhealth: {what} failed and is disabled for this run", logging.ERROR,
+                           exc_info=True)
+
+    # -- observing -----------------------------------------------------------
+    def _add(self, role: str, where: str, ops, layout: Layout, vector) -> None:
+        key = (role, where)
+        have = self._pending.get(key)
+        if have is None:
+            self._pending[key] = [ops, layout, vector]
+        else:
+            have[1], have[2] = merge_vectors(ops, have[2], have[1], vector, layout)
+
+    @staticmethod
+    def _name(name) -> str:
+        if not isinstance(name, str) or not name:
+            raise InputError(f"name must be a non-empty string, got {name!r}")
+        return name
+
+    @staticmethod
+    def _array(x, what: str):
+        ops = ops_for(x)
+        if ops is NUMPY:
+            try:
+                x = np.asarray(x)
+            except Exception as e:
+                raise InputError(f"{what} is not an array: {e}") from None
+            if x.dtype == object or x.dtype.kind not in "biufc":
+                raise InputError(f"{what} has dtype {x.dtype}, expected numbers")
+        return ops, x
+
+    @staticmethod
+    def _size(x) -> int:
+        n = x.numel() if callable(getattr(x, "numel", None)) else x.size
+        return int(n)
+
+    def _observe(self, part: tuple, fn, *args, **kwargs) -> None:
+        if self._closed or part in self._broken:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # fail-open: the training loop never sees our errors
+            self._failed(part, e)
+
+    def observe_activation(self, name: str, x, kind: str = "linear", unit_axis: int | None = None) -> None:
+        """Output of an activation layer (kind: relu, leaky_relu, elu, tanh, sigmoid, linear, ...)."""
+        self._observe(("activation", name), self._activation, name, x, kind, unit_axis)
+
+    def _activation(self, name, x, kind, unit_axis):
+        name = self._name(name)
+        k = get_kind(kind)
+        if not self.sampled:
+            return
+        ops, x = self._array(x, f"activation {name!r}")
+        if self._size(x) == 0:
+            return self._say_once(f"empty:{name}", f"nnhealth: activation {name!r} is empty; skipped", logging.INFO)
+        self.history.meta.setdefault(name, {})["kind"] = k.name
+        layout, vec = summarize(x, k, hist=True, units=True, unit_axis=unit_axis, ops=ops)
+        self._add("activation", name, ops, layout, vec)
+
+    def observe_gradient(self, name: str, grad) -> None:
+        """Gradient of one parameter tensor, after backward."""
+        self._observe(("gradient", name), self._tensor, "gradient", name, grad)
+
+    def _tensor(self, role, name, x, **options):
+        name = self._name(name)
+        if not self.sampled:
+            return
+        ops, x = self._array(x, f"{role} {name!r}")
+        if self._size(x) == 0:
+            return self._say_once(f"empty:{role}:{name}", f"nnhealth: {role} {name!r} is empty; skipped", logging.INFO)
+        self.history.meta.setdefault(name, {}).setdefault("ndim", int(x.ndim))
+        layout, vec = summarize(x, "linear", ops=ops, **options)
+        self._add(role, name, ops, layout, vec)
+        return ops, x
+
+    def observe_parameter(self, name: str, param, fan_in: int | None = None, unit_axis: int | None = None) -> None:
+        """Value of a parameter now: initialisation checks, and the update ratio between two
+        consecutive steps when :meth:`observe_update` is not used. ``unit_axis`` is the output-unit
+        axis (numpy convention ``W[fan_in, fan_out]``: -1; PyTorch ``weight[out, in]``: 0)."""
+        self._observe(("parameter", name), self._parameter, name, param, fan_in, unit_axis)
+
+    def _parameter(self, name, param, fan_in, unit_axis):
+        name = self._name(name)
+        snap = self._snapshots.pop(name, None)
+        if snap is not None and snap[0] == self._next - 1 and ("update", name) not in self._pending:
+            _, x = self._array(param, f"parameter {name!r}")
+            if tuple(x.shape) == tuple(snap[1].shape):
+                self._force("update", name, x - snap[1])
+                self._force("update_base", name, snap[1])
+        if not self.sampled:
+            return
+        ops, x = self._array(param, f"parameter {name!r}")
+        is_weight = x.ndim >= 2
+        got = self._tensor("parameter", name, x, units=is_weight, moments=is_weight,
+                           unit_axis=-1 if unit_axis is None else unit_axis)
+        if got is None:
+            return
+        if fan_in is not None:
+            self.history.meta[name]["fan_in"] = int(fan_in)
+        if ("update", name) not in self._pending:
+            self._snapshots[name] = (self._next, x.copy() if ops is NUMPY else x.detach().clone())
+
+    def _force(self, role, name, x):
+        """Summarise on a step that is not sampled (the step right after one, for update ratios)."""
+        ops, x = self._array(x, f"{role} {name!r}")
+        layout, vec = summarize(x, "linear", ops=ops)
+        self._add(role, name, ops, layout, vec)
+
+    def observe_update(self, name: str, update, param=None) -> None:
+        """The step actually applied to a parameter (``param`` is its value before the step)."""
+        self._observe(("update", name), self._update, name, update, param)
+
+    def _update(self, name, update, param):
+        name = self._name(name)
+        if not self.sampled:
+            return
+        got = self._tensor("update", name, update)
+        if got is None or param is None:
+            return
+        _, u = got
+        ops, p = self._array(param, f"parameter {name!r}")
+        if tuple(p.shape) != tuple(u.shape):
+            del self._pending[("update", name)]
+            raise InputError(f"update {name!r} has shape {tuple(u.shape)} but its parameter has {tuple(p.shape)}")
+        self._force("update_base", name, p)
+
+    def observe_input(self, x, name: str = "input", unit_axis: int | None = None) -> None:
+        """A batch of model inputs, for the preprocessing checks."""
+        self._observe(("input", name), self._input, x, name, unit_axis)
+
+    def _input(self, x, name, unit_axis):
+        name = self._name(name)
+        if not self.sampled:
+            return
+        ops, x = self._array(x, f"input {name!r}")
+        dtype = str(x.dtype)
+        if "int" in dtype or "bool" in dtype:
+            return self._say_once(f"int-input:{name}", f"nnhealth: input {name!r} holds {dtype} values (ids or "
+                                  "labels, not features); preprocessing checks skip it", logging.INFO)
+        if self._size(x) == 0:
+            return
+        layout, vec = summarize(x, "linear", hist=True, units=True, moments=True, unit_axis=unit_axis, ops=ops)
+        self._add("input", name, ops, layout, vec)
+
+    # -- stepping ------------------------------------------------------------
+    def step(self, step: int, loss=None, **metrics) -> list[Finding]:
+        """Close the step: record loss and metrics, run the rules; returns the findings new now."""
+        if self._closed:
+            return []
+        try:
+            return self._step(step, loss, metrics)
+        except Exception as e:
+            if self.strict:
+                raise
+            self._failed(("step",), e)
+            self._pending.clear()
+            return []
+
+    def _step(self, step, loss, metrics) -> list[Finding]:
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise InputError(f"step must be a whole number >= 0, got {step!r}")
+        step = int(step)
+        sampled = self.sampled
+        values = {}
+        if loss is not None:
+            values["loss"] = loss
+        for key, value in metrics.items():
+            if value is None:
+                continue
+            values[METRIC_ALIASES.get(key, key)] = value
+        if "loss" not in values and "train_loss" in values:
+            values["loss"] = values.pop("train_loss")
+        numbers_now, device = {}, {}
+        for key, value in values.items():
+            if _is_number(value):
+                numbers_now[key] = float(value)
+            else:
+                ops = ops_for(value)
+                if ops is NUMPY:
+                    arr = np.asarray(value, dtype=np.float64)
+                    if arr.size != 1:
+                        raise InputError(f"{key} must be a single number, got an array of shape {arr.shape}")
+                    numbers_now[key] = float(arr.reshape(-1)[0])
+                else:
+                    device[key] = (ops, value.detach().reshape(-1)[:1])
+        pending, self._pending = self._pending, {}
+        items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
+        if items and self.before_fetch is not None:
+            items = self.before_fetch(items)
+        # one transfer per array library: all vectors and device scalars of this step together
+        by_ops: dict[int, tuple] = {}
+        for key, ops, layout, vec in items:
+            by_ops.setdefault(id(type(ops)), (ops, [], []))[1].append((key, layout, vec))
+        for key, (ops, vec) in device.items():
+            by_ops.setdefault(id(type(ops)), (ops, [], []))[2].append((key, vec))
+        transfers = []
+        for ops, summaries, scalars in by_ops.values():
+            vectors = [v for _, _, v in summaries] + [v for _, v in scalars]
+            transfers.append((summaries, scalars, start_fetch(ops, vectors)))
+        is_async = any(getattr(ops, "is_async", False) for ops, _, _ in by_ops.values())
+        self._queue.append((step, sampled, numbers_now, transfers))
+        self._next = step + 1
+        new = []
+        # an asynchronous copy is consumed one step later, so the loop never waits on it
+        while len(self._queue) > (1 if is_async else 0):
+            new.extend(self._process(*self._queue.popleft()))
+        return new
+
+    def _process(self, step, sampled, values, transfers) -> list[Finding]:
+        summaries: dict[tuple[str, str], Summary] = {}
+        for keys, scalars, transfer in transfers:
+            host = transfer.result()
+            for (key, layout, _), vec in zip(keys, host):
+                summaries[key] = Summary(layout, vec)
+            for (name, _), vec in zip(scalars, host[len(keys):]):
+                values[name] = float(vec[0])
+        h = self.history
+        scalars: dict[tuple[str | None, str], float] = {}
+        for name, value in values.items():
+            scalars[(None, name)] = value
+        grad_sq = 0.0
+        for (role, where), s in summaries.items():
+            if role == "update_base":
+                continue
+            h.record_summary(step, role, where, s)
+            for stat, value in _derived(role, s).items():
+                scalars[(where, f"{role}/{stat}")] = value
+            if role == "gradient":
+                grad_sq += s.sumsq if s.nonfinite == 0 else math.inf
+            if role == "update":
+                base = summaries.get(("update_base", where))
+                if base is not None and base.norm > 0:
+                    scalars[(where, "update/ratio")] = s.norm / base.norm
+        if any(role == "gradient" for role, _ in summaries):
+            scalars[(None, "gradient/total_norm")] = math.sqrt(grad_sq)
+        for (where, stat), value in scalars.items():
+            h.record(step, where, stat, value)
+        h.last_step = step
+        new = self.engine.evaluate(h, step, self.num_classes, sampled=sampled)
+        record = StepRecord(step=step, scalars=scalars,
+                            summaries={k: v for k, v in summaries.items() if k[0] != "update_base"},
+                            meta={w: h.meta.get(w, {}) for _, w in summaries})
+        for f in new:
+            self.findings.append(f)
+            if f.severity == "critical":
+                self.should_stop = True
+        if self.is_writer:
+            for sink in list(self._sinks):
+                self._to_sink(sink, "write_step", record)
+                for f in new:
+                    self._to_sink(sink, "write_finding", f)
+        return new
+
+    def _to_sink(self, sink, method: str, *args) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as e:
+            if self.strict:
+                raise
+            self._sinks.remove(sink)
+            name = type(sink).__name__
+            if isinstance(e, OSError):
+                self._say_once(f"sink:{name}", f"nnhealth: writing files stopped ({name}: {e}); "
+                               "console warnings continue", logging.ERROR)
+            else:
+                self._say_once(f"sink:{name}", f"nnhealth: {name} failed and is disabled", logging.ERROR,
+                               exc_info=True)
+
+    # -- frameworks ----------------------------------------------------------
+    def watch(self, model, optimizer=None) -> "Monitor":
+        """Attach to a PyTorch module (and optionally its optimizer); returns the monitor."""
+        from .hooks import torch as torch_hooks
+
+        self._watchers.append(torch_hooks.attach(self, model, optimizer))
+        return self
+
+    # -- closing -------------------------------------------------------------
+    def flush(self) -> list[Finding]:
+        """Process every step still in flight (asynchronous copies) and flush the files."""
+        new = []
+        while self._queue:
+            new.extend(self._process(*self._queue.popleft()))
+        for sink in list(self._sinks):
+            self._to_sink(sink, "flush")
+        return new
+
+    def close(self) -> None:
+        """Flush files, print the summary, remove every hook. Safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except Exception as e:
+            if self.strict:
+                raise
+            self._failed(("close",), e)
+        self._closed = True
+        for w in self._watchers:
+            try:
+                w.close()
+            except Exception:
+                log.error("nnhealth: removing hooks failed", exc_info=True)
+        self._watchers.clear()
+        self._snapshots.clear()
+        if self.is_writer:
+            for sink in list(self._sinks):
+                if isinstance(sink, ConsoleSink):
+                    level = logging.WARNING if any(f.severity != "info" for f in self.findings) else logging.INFO
+                    log.log(level, summary_table(self.findings))
+                self._to_sink(sink, "close")
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Monitor(logdir={str(self.logdir) if self.logdir else None!r}, every={self.every}, "
+                f"findings={len(self.findings)}, should_stop={self.should_stop})")
+
+
+def _derived(role: str, s: Summary) -> dict[str, float]:
+    """The per-step numbers kept as series (and plotted) for each role."""
+    if role == "activation":
+        out = {"mean": s.mean, "std": s.std, "zero_fraction": s.fraction("zeros"),
+               "positive_fraction": s.fraction("positive"), "saturated_fraction": s.fraction("saturated")}
+        fired = s.unit_fraction("unit_fired")
+        if fired is not None and fired.size:
+            out["dead_fraction"] = float(np.mean(fired < 0.01))
+        return out
+    if role == "gradient":
+        return {"norm": s.norm, "mean_abs": s.mean_abs, "nonfinite": s.nonfinite}
+    if role == "parameter":
+        return {"norm": s.norm, "mean": s.mean, "std": s.std}
+    if role == "update":
+        return {"norm": s.norm}
+    if role == "input":
+        return {"mean": s.mean, "std": s.std, "min": s.min, "max": s.max, "nonfinite": s.nonfinite}
+    return {}

@@ -1,0 +1,63 @@
+"""exploding-gradients: gradient norms huge, growing toward the input, or non-finite."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Detection, median, rule
+from .gradients import grad_norms_by_depth
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    #: first-layer to last-layer gradient norm ratio above which gradients explode toward the input
+    max_first_last_ratio: float = 70.0
+    #: growth of the total gradient norm over its value on the first sampled steps
+    max_growth: float = 1000.0
+    #: sampled steps the medians are taken over
+    points: int = 3
+
+
+@rule(
+    "exploding-gradients", severity="warning", needs={"gradient"}, thresholds=Thresholds,
+    summary="Gradient norms are huge, grow toward the input layers, or are not finite.",
+    advice="Lower the learning rate, clip gradients (e.g. clip_grad_norm_ at 1.0), use Xavier/He "
+           "initialisation, and add normalisation layers.",
+    detects="Non-finite gradients, gradients far larger in the first layers than in the last, or a total "
+            "gradient norm that grew by orders of magnitude since the start.",
+    why="When gradients grow as they flow back, the first layers take huge steps and the loss blows up. "
+        "Non-finite gradients turn every weight they touch into NaN at the next update.",
+    how="Critical when any gradient value is NaN/Inf on the latest sampled step. Otherwise medians over the "
+        "last `points` sampled steps: fires when the first weight tensor's gradient norm exceeds "
+        "`max_first_last_ratio` x the last one's, or the total norm exceeds `max_growth` x its median over "
+        "the first sampled steps.",
+    example="nnhealth critical exploding-gradients at step 50 [layer0.W]: 12 gradient values are not finite "
+            "(nonfinite=12)",
+)
+def check(ctx, th: Thresholds):
+    h = ctx.history
+    out = []
+    for name in h.names("gradient"):
+        s = h.latest_summary("gradient", name)
+        if s is not None and s.nonfinite > 0:
+            out.append(Detection(name, f"{int(s.nonfinite)} gradient values are not finite",
+                                 {"nonfinite": int(s.nonfinite), "fraction": s.fraction("nonfinite")},
+                                 severity="critical"))
+    if out:
+        return out
+    names, norms, _ = grad_norms_by_depth(h, th.points)
+    if not names or len(h.values(names[0], "gradient/norm")) < th.points:
+        return None
+    if len(names) >= 2 and norms[-1] > 0 and norms[0] / norms[-1] > th.max_first_last_ratio:
+        return [Detection(names[0], f"gradient norm of the first layer is {norms[0] / norms[-1]:.0f}x the last's",
+                          {"first_norm": float(norms[0]), "last_norm": float(norms[-1]),
+                           "ratio": float(norms[0] / norms[-1])})]
+    total = h.series(None, "gradient/total_norm")
+    if total is not None and total.total > 2 * th.points:
+        early = median(total.first(th.points)[1])
+        recent = median(total.last(th.points)[1])
+        if early > 0 and recent / early > th.max_growth:
+            return [Detection(None, f"total gradient norm grew {recent / early:.0f}x since the start",
+                              {"total_norm": recent, "start_total_norm": early, "growth": recent / early})]
+    return []

@@ -1,0 +1,79 @@
+"""init-plateau: a long flat start, then a sudden drop."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Detection, median, rule
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    #: consecutive values the loss must stay flat from the start to count as a plateau
+    min_plateau_points: int = 20
+    #: "flat" means within this fraction of the starting loss
+    flat_tolerance: float = 0.05
+    #: the drop that ends the plateau: the loss falls below (1 - drop_fraction) x start
+    drop_fraction: float = 0.3
+    #: "sudden": the drop takes at most this fraction of the plateau's length
+    max_drop_fraction_of_plateau: float = 0.5
+    #: values are smoothed with a running median of this many points first
+    smooth: int = 5
+
+
+def _running_median(values: np.ndarray, k: int) -> np.ndarray:
+    if len(values) < k:
+        return values.copy()
+    windows = np.lib.stride_tricks.sliding_window_view(values, k)
+    return np.median(windows, axis=1)
+
+
+@rule(
+    "init-plateau", severity="warning", needs={"loss"}, thresholds=Thresholds,
+    summary="The loss was flat for a long stretch, then dropped suddenly: a bad initialisation.",
+    advice="Initialise for the activation you use (He for ReLU, Xavier for tanh), or add batch "
+           "normalisation; the flat stretch is time lost while gradients could barely flow.",
+    detects="A loss that stays flat from the start for a long stretch and then falls quickly.",
+    why="The lecture's babysitting notes: a loss that does nothing for a while and then suddenly starts "
+        "to drop points to a bad initialisation: gradients barely flowed until the weights drifted into "
+        "a useful range by chance. A better initialisation gets that time back and makes the run reliable.",
+    how="Losses smoothed by a running median of `smooth`; start = median of the first `smooth`. The plateau "
+        "lasts while the loss stays above (1 - `flat_tolerance`) x start and must last at least "
+        "`min_plateau_points` values; it fires when the loss then falls below (1 - `drop_fraction`) x start "
+        "within `max_drop_fraction_of_plateau` x the plateau's length.",
+    example="nnhealth warning init-plateau at step 420: loss was flat for 300 steps, then fell 45% in 60 steps "
+            "(plateau_steps=300, drop=0.45, drop_steps=60)",
+)
+def check(ctx, th: Thresholds):
+    s = ctx.history.series(None, "loss")
+    if s is None or s.total < th.min_plateau_points + th.smooth:
+        return None
+    steps, values = s.arrays()
+    ok = np.isfinite(values)
+    steps, values = steps[ok], values[ok]
+    if len(values) < th.min_plateau_points + th.smooth:
+        return None
+    start = median(values[: th.smooth])
+    if not np.isfinite(start) or start <= 0:
+        return None
+    smooth = _running_median(values, th.smooth)
+    below = np.flatnonzero(smooth < start * (1 - th.flat_tolerance))
+    if below.size == 0:
+        return None  # still on the plateau (or the start is the whole run so far)
+    leave = int(below[0])
+    if leave < th.min_plateau_points:
+        return []  # the loss started moving early: a healthy start
+    dropped = np.flatnonzero(smooth[leave:] < start * (1 - th.drop_fraction))
+    if dropped.size == 0:
+        return None
+    drop_at = leave + int(dropped[0])
+    plateau_steps = int(steps[leave] - steps[0])
+    drop_steps = int(steps[drop_at] - steps[leave])
+    if drop_at - leave > max(1, th.max_drop_fraction_of_plateau * leave):
+        return []
+    drop = 1 - float(smooth[drop_at]) / start
+    return [Detection(None, f"loss was flat for {plateau_steps} steps, then fell {100 * drop:.0f}% "
+                            f"in {drop_steps} steps",
+                      {"plateau_steps": plateau_steps, "drop": drop, "drop_steps": drop_steps,
+                       "start_loss": start})]

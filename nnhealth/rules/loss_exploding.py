@@ -1,0 +1,54 @@
+"""loss-exploding: the loss climbed above a multiple of its starting value."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Detection, median, rule
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    #: the lecture's rule of thumb: stop once the cost exceeds ~3x the original cost
+    factor: float = 3.0
+    #: the starting loss is the median of this many first values (one noisy batch is not the start)
+    start_points: int = 3
+    #: the loss must stay above factor x start for this many consecutive values (ignores a single bad batch)
+    sustain: int = 2
+    #: starting losses below this are too close to zero for a ratio to mean anything
+    min_start_loss: float = 1e-6
+
+
+@rule(
+    "loss-exploding", severity="critical", cadence="step", needs={"loss"}, thresholds=Thresholds,
+    summary="The loss rose above 3x its starting value: the learning rate is too high; stop early.",
+    advice="Lower the learning rate (try 3-10x lower), add gradient clipping or learning-rate warmup; "
+           "this run is unlikely to recover, so stop it early.",
+    detects="A loss that climbs well above where training started.",
+    why="A loss that grows instead of shrinking means each update overshoots: the learning rate is too high "
+        "(or the data or loss is broken). The lecture's advice for hyperparameter search is to stop any run "
+        "whose cost exceeds ~3x the original cost. A loss that spikes and then settles near chance level "
+        "has still blown up: its weights were thrown off the data.",
+    how="start = median of the first `start_points` finite losses; fires when the last `sustain` losses are "
+        "all above `factor` x start. Judged on every step. Critical: sets `should_stop`.",
+    example="nnhealth critical loss-exploding at step 40: loss is 9.1x its starting value "
+            "(loss=21, start_loss=2.3, ratio=9.1)",
+)
+def check(ctx, th: Thresholds):
+    s = ctx.history.series(None, "loss")
+    if s is None or s.total < th.start_points + th.sustain:
+        return None
+    _, first = s.first(th.start_points)
+    start = median(first)
+    if not np.isfinite(start) or start < th.min_start_loss:
+        return None
+    _, recent = s.last(th.sustain)
+    current = float(np.min(recent)) if np.all(np.isfinite(recent)) else float("nan")
+    if not np.isfinite(current):
+        return None  # loss-nan's business
+    if current > th.factor * start:
+        ratio = current / start
+        return [Detection(None, f"loss is {ratio:.1f}x its starting value",
+                          {"loss": float(recent[-1]), "start_loss": start, "ratio": ratio})]
+    return []

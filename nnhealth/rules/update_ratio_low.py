@@ -1,0 +1,40 @@
+"""update-ratio-low: each update is a tiny fraction of the weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import Detection, rule
+from .update_ratio import ratios
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    #: median update/parameter norm ratio below which the learning rate is too low (healthy is ~1e-3)
+    min_ratio: float = 1e-5
+    #: sampled steps the median is taken over
+    points: int = 5
+
+
+@rule(
+    "update-ratio-low", severity="warning", needs={"update"}, thresholds=Thresholds,
+    summary="Each update changes the weights by a tiny fraction of their size (well below ~1e-3): the "
+            "learning rate is too low.",
+    advice="Raise the learning rate (try 10x, searching in log space).",
+    detects="Weight tensors whose update norm is a minute fraction of their own norm, step after step.",
+    why="The lecture's heuristic: updates should be about 1e-3 of the weights. Far smaller and training "
+        "crawls; the loss barely moves.",
+    how="ratio = ||theta_after - theta_before|| / ||theta_before|| per weight tensor; fires when its median "
+        "over the last `points` sampled steps is below `min_ratio` (and not exactly zero, which means a "
+        "frozen or skipped tensor). The default sits below the lecture's 1e-4 because a converged healthy "
+        "run with a decayed learning rate reaches 1e-5..1e-4.",
+    example="nnhealth warning update-ratio-low at step 50 [layer0.W]: updates are 3.2e-07 of the weights' norm "
+            "(ratio=3.2e-07, healthy=0.001)",
+)
+def check(ctx, th: Thresholds):
+    found = ratios(ctx.history, th.points)
+    if not found:
+        return None
+    return [Detection(name, f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
+            for name, r in found if np.isfinite(r) and 0 < r < th.min_ratio]

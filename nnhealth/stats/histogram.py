@@ -1,0 +1,98 @@
+"""Histogram buckets on fixed edges, shared by every step, layer and rank.
+
+Fixed edges are what make histograms mergeable by plain addition (across
+micro-batches, steps and ranks) and cheap to compute on any device: the bucket
+of a value is one vectorised ``floor(log|x| / log 1.1)``, no min/max pass and
+no host synchronisation. The layout mirrors TensorBoard's default histogram
+(exponential buckets with ratio 1.1 from 1e-12 to 1e20) on both signs, plus an
+exact-zero bucket in the middle, so values are ordered left to right::
+
+    [most negative ... -1e-12] [0] [1e-12 ... largest positive]
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+RATIO = 1.1
+LOG_RATIO = math.log(RATIO)
+#: smallest and largest magnitude exponent (base RATIO) with a bucket of its own
+K_MIN = math.floor(math.log(1e-12) / LOG_RATIO)
+K_MAX = math.floor(math.log(1e20) / LOG_RATIO)
+#: buckets on each side of zero
+K = K_MAX - K_MIN + 1
+#: index of the exact-zero bucket
+ZERO = K
+#: total number of buckets
+NUM_BUCKETS = 2 * K + 1
+
+
+def bucket_index(ops, a):
+    """Bucket of every element of ``a`` (finite values only), on a's device."""
+    mag = ops.abs(a)
+    safe = ops.where(mag > 0, mag, ops.ones_like(mag))
+    k = ops.clip(ops.floor(ops.log(safe) / LOG_RATIO), K_MIN, K_MAX) - K_MIN
+    idx = ops.where(a > 0, ZERO + 1 + k, ops.where(a < 0, ZERO - 1 - k, ops.zeros_like(k) + ZERO))
+    return ops.to_index(idx)
+
+
+def _magnitude_edges() -> np.ndarray:
+    ks = np.arange(K_MIN, K_MAX + 2, dtype=np.float64)
+    edges = RATIO**ks
+    edges[0] = 0.0  # the lowest bucket also holds everything below 1e-12
+    return edges
+
+
+_MAG = _magnitude_edges()
+
+
+def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
+    """(left, right) edge of every bucket, ascending; the zero bucket is [0, 0]."""
+    pos_left, pos_right = _MAG[:-1], _MAG[1:]
+    left = np.concatenate([-pos_right[::-1], [0.0], pos_left])
+    right = np.concatenate([-pos_left[::-1], [0.0], pos_right])
+    return left, right
+
+
+LEFT, RIGHT = bucket_edges()
+
+
+def quantiles(hist: np.ndarray, qs, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Quantiles of the values counted in ``hist``, interpolated within a bucket.
+
+    Interpolation is geometric within a bucket (linear in log-magnitude), so
+    the error is a fraction of the 10% bucket width. ``vmin``/``vmax`` (the
+    exact extremes, when known) clamp the result so the end buckets, which
+    are wide, do not invent values beyond the data.
+    """
+    hist = np.asarray(hist, dtype=np.float64)
+    qs = np.atleast_1d(np.asarray(qs, dtype=np.float64))
+    total = hist.sum()
+    if total <= 0:
+        return np.full(qs.shape, np.nan)
+    cum = np.cumsum(hist)
+    out = np.empty(qs.shape)
+    for i, q in enumerate(qs):
+        target = q * total
+        b = int(np.searchsorted(cum, target, side="left"))
+        b = min(b, len(hist) - 1)
+        while b < len(hist) - 1 and hist[b] == 0:
+            b += 1
+        before = cum[b] - hist[b]
+        frac = 0.0 if hist[b] == 0 else min(max((target - before) / hist[b], 0.0), 1.0)
+        lo, hi = LEFT[b], RIGHT[b]
+        if b == ZERO:
+            value = 0.0
+        elif b > ZERO:
+            lo = max(lo, 1e-300)
+            value = math.exp(math.log(lo) + frac * (math.log(hi) - math.log(lo)))
+        else:  # negative side: magnitude shrinks from left to right
+            mlo, mhi = max(-hi, 1e-300), -lo
+            value = -math.exp(math.log(mhi) - frac * (math.log(mhi) - math.log(mlo)))
+        out[i] = value
+    if vmin is not None and math.isfinite(vmin):
+        out = np.maximum(out, vmin)
+    if vmax is not None and math.isfinite(vmax):
+        out = np.minimum(out, vmax)
+    return out
