@@ -369,6 +369,18 @@ class Monitor:
                 summaries[key] = Summary(layout, vec)
             for (name, _), vec in zip(scalars, host[len(keys):]):
                 values[name] = float(vec[0])
+        return self.ingest(step, values, summaries, sampled=sampled)
+
+    def ingest(self, step: int, values: dict, summaries: dict, sampled: bool = True,
+               meta: dict | None = None) -> list[Finding]:
+        """Record one step's host-side numbers and run the rules: the path every step takes.
+
+        ``values``: {name: float} (loss, metrics); ``summaries``: {(role, where): Summary}
+        (``update_base`` entries are the parameter before an update). ``nnhealth check`` replays
+        a recorded run through this same method, so thresholds can be changed after the fact.
+        """
+        for name, facts in (meta or {}).items():
+            self.history.meta.setdefault(name, {}).update(facts)
         h = self.history
         scalars: dict[tuple[str | None, str], float] = {}
         for name, value in values.items():
