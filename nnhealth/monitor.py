@@ -126,7 +126,7 @@ class Monitor:
         except ImportError as e:  # tensorboard is a dependency; a broken install only loses the dashboard
             self._say_once("tb-import", f"nnhealth: TensorBoard files disabled ({e})")
             return []
-        return [TensorBoardSink(self.logdir, every=self.every)]
+        return [TensorBoardSink(self.logdir, every=self.every, num_classes=self.num_classes)]
 
     # -- sampling ------------------------------------------------------------
     def wants_layer_stats(self, step: int | None = None) -> bool:
@@ -404,8 +404,7 @@ class Monitor:
             h.record(step, where, stat, value)
         h.last_step = step
         new = self.engine.evaluate(h, step, self.num_classes, sampled=sampled)
-        record = StepRecord(step=step, scalars=scalars,
-                            summaries={k: v for k, v in summaries.items() if k[0] != "update_base"},
+        record = StepRecord(step=step, scalars=scalars, summaries=dict(summaries),
                             meta={w: h.meta.get(w, {}) for _, w in summaries})
         for f in new:
             self.findings.append(f)
