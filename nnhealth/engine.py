@@ -13,11 +13,14 @@ log = logging.getLogger("nnhealth")
 class Engine:
     """Evaluates the enabled rules on a history and remembers which symptoms are active."""
 
-    def __init__(self, thresholds: dict, enabled: list[str], strict: bool = False):
+    def __init__(self, thresholds: dict, enabled: list[str], strict: bool = False, clear_after: int = 3):
         self.thresholds = thresholds
         self.rules = [RULES[r] for r in enabled]
         self.strict = strict
-        self.active: set[tuple[str, str | None]] = set()
+        #: a windowed symptom counts as cleared only after this many healthy verdicts in a row, so a
+        #: value hovering at a threshold is not reported again and again (per-step rules clear at once)
+        self.clear_after = clear_after
+        self.active: dict[tuple[str, str | None], int] = {}
         self.broken: set[str] = set()
 
     def evaluate(self, history: History, step: int, num_classes=None, sampled: bool = True) -> list[Finding]:
@@ -38,13 +41,18 @@ class Engine:
                 continue
             seen = set()
             for d in detections:
-                key = (rule.id, d.where)
+                key = (rule.id, d.where if d.key is None else d.key)
                 seen.add(key)
                 if key in self.active:
+                    self.active[key] = 0
                     continue
-                self.active.add(key)
+                self.active[key] = 0
                 new.append(Finding(symptom=rule.id, severity=d.severity or rule.severity, step=step,
                                    where=d.where, message=d.message, evidence=dict(d.evidence),
                                    advice=rule.advice))
-            self.active -= {k for k in self.active if k[0] == rule.id and k not in seen}
+            needed = 1 if rule.cadence == "step" else self.clear_after
+            for key in [k for k in self.active if k[0] == rule.id and k not in seen]:
+                self.active[key] += 1
+                if self.active[key] >= needed:
+                    del self.active[key]
         return new

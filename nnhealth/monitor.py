@@ -413,8 +413,8 @@ class Monitor:
         if self.is_writer:
             for sink in list(self._sinks):
                 self._to_sink(sink, "write_step", record)
-                for f in new:
-                    self._to_sink(sink, "write_finding", f)
+                if new:
+                    self._to_sink(sink, "write_findings", new)
         return new
 
     def _to_sink(self, sink, method: str, *args) -> None:

@@ -23,6 +23,9 @@ class Detection:
     evidence: dict = field(default_factory=dict)
     #: overrides the rule's severity (e.g. non-finite gradients are critical)
     severity: Optional[str] = None
+    #: what "the same place" means for reporting once: the ``where`` by default; network-wide
+    #: verdicts (spread by depth) use one key, so a worst layer that moves is not a new finding
+    key: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -52,12 +52,12 @@ def check(ctx, th: Thresholds):
     if len(names) >= 2 and norms[-1] > 0 and norms[0] / norms[-1] > th.max_first_last_ratio:
         return [Detection(names[0], f"gradient norm of the first layer is {norms[0] / norms[-1]:.0f}x the last's",
                           {"first_norm": float(norms[0]), "last_norm": float(norms[-1]),
-                           "ratio": float(norms[0] / norms[-1])})]
+                           "ratio": float(norms[0] / norms[-1])}, key="network")]
     total = h.series(None, "gradient/total_norm")
     if total is not None and total.total > 2 * th.points:
         early = median(total.first(th.points)[1])
         recent = median(total.last(th.points)[1])
         if early > 0 and recent / early > th.max_growth:
             return [Detection(None, f"total gradient norm grew {recent / early:.0f}x since the start",
-                              {"total_norm": recent, "start_total_norm": early, "growth": recent / early})]
+                              {"total_norm": recent, "start_total_norm": early, "growth": recent / early}, key="network")]
     return []

@@ -10,7 +10,7 @@ from .base import Detection, layer_names, rule
 @dataclass(frozen=True)
 class Thresholds:
     #: a unit is saturated when its output is saturated in more than this fraction of samples
-    min_unit_saturated_fraction: float = 0.9
+    min_unit_saturated_fraction: float = 0.7
     #: a layer is flagged when more than this fraction of its units are saturated
     max_saturated_fraction: float = 0.5
     #: samples (over the window) needed before judging

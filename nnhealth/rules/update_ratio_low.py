@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Detection, rule
+from .base import Detection, median, rule
 from .update_ratio import ratios
 
 
@@ -15,6 +15,9 @@ class Thresholds:
     min_ratio: float = 1e-5
     #: sampled steps the median is taken over
     points: int = 5
+    #: not judged once the loss has fallen below this fraction of its start: small updates near
+    #: convergence are the optimiser settling, not a learning rate that is too low
+    max_loss_fraction: float = 0.5
 
 
 @rule(
@@ -27,8 +30,9 @@ class Thresholds:
         "crawls; the loss barely moves.",
     how="ratio = ||theta_after - theta_before|| / ||theta_before|| per weight tensor; fires when its median "
         "over the last `points` sampled steps is below `min_ratio` (and not exactly zero, which means a "
-        "frozen or skipped tensor). The default sits below the lecture's 1e-4 because a converged healthy "
-        "run with a decayed learning rate reaches 1e-5..1e-4.",
+        "frozen or skipped tensor), while the training loss is still above `max_loss_fraction` x its start. "
+        "The default sits below the lecture's 1e-4 because healthy runs with a decayed learning rate reach "
+        "1e-5..1e-4, and a run that already learned (its loss halved) is converging, not stuck.",
     example="nnhealth warning update-ratio-low at step 50 [layer0.W]: updates are 3.2e-07 of the weights' norm "
             "(ratio=3.2e-07, healthy=0.001)",
 )
@@ -36,5 +40,10 @@ def check(ctx, th: Thresholds):
     found = ratios(ctx.history, th.points)
     if not found:
         return None
+    loss = ctx.history.series(None, "loss")
+    if loss is not None and loss.total >= 10:
+        start, recent = median(loss.first(5)[1]), median(loss.last(10)[1])
+        if start > 0 and recent < th.max_loss_fraction * start:
+            return []
     return [Detection(name, f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
             for name, r in found if np.isfinite(r) and 0 < r < th.min_ratio]

@@ -49,5 +49,5 @@ def check(ctx, th: Thresholds):
         where = names[int(collapsed[0])] if collapsed.size else names[-1]
         return [Detection(where, f"activation std falls from {first:.2g} ({names[0]}) to {last:.2g} ({names[-1]})",
                           {"first_std": float(first), "last_std": float(last), "ratio": float(ratio),
-                           "layers": len(names), "stds": [float(s) for s in stds]})]
+                           "layers": len(names), "stds": [float(s) for s in stds]}, key="network")]
     return []

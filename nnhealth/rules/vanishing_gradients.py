@@ -53,5 +53,5 @@ def check(ctx, th: Thresholds):
         return [Detection(names[i], f"gradient norm is {norms[i]:.2g}, {norms[i] / largest if largest else 0:.2g} "
                                     f"of the largest ({names[int(np.nanargmax(np.where(ok, norms, -1)))]})",
                           {"norm": float(norms[i]), "mean_abs": float(mean_abs[i]), "largest_norm": largest,
-                           "ratio": float(norms[i] / largest) if largest else 0.0})]
+                           "ratio": float(norms[i] / largest) if largest else 0.0}, key="network")]
     return []

@@ -26,6 +26,11 @@ class Sink:
     def write_finding(self, finding) -> None:
         pass
 
+    def write_findings(self, findings: list) -> None:
+        """All findings new at one step; sinks that group them override this."""
+        for f in findings:
+            self.write_finding(f)
+
     def flush(self) -> None:
         pass
 

@@ -49,14 +49,40 @@ def install_default_handler() -> None:
     log.propagate = False
 
 
+#: places named on a grouped line before "+N more"
+MAX_PLACES = 3
+
+
+def group_line(findings: list[Finding]) -> str:
+    """One line for findings of one symptom at one step (e.g. every layer of a deep net)."""
+    first = findings[0]
+    if len(findings) == 1:
+        return first.line()
+    places = [f.where or "-" for f in findings]
+    shown = ", ".join(places[:MAX_PLACES]) + (f" +{len(places) - MAX_PLACES} more" if len(places) > MAX_PLACES else "")
+    evidence = f" ({first.evidence_text()})" if first.evidence else ""
+    advice = f" -> {first.advice}" if first.advice else ""
+    return (f"nnhealth {first.severity} {first.symptom} at step {first.step} in {len(findings)} places "
+            f"[{shown}]: {first.where}: {first.message}{evidence}{advice}")
+
+
 class ConsoleSink(Sink):
+    """One line per symptom and step; each line is one TrainingHealthWarning."""
+
     def write_finding(self, finding: Finding) -> None:
-        line = finding.line()
-        with warnings.catch_warnings(record=True) as caught:
-            # the user's filters still apply: "error" raises here, "ignore" records nothing
-            warnings.warn(TrainingHealthWarning(line, finding), stacklevel=4)
-        if caught:
-            log.log(_LEVEL[finding.severity], line)
+        self.write_findings([finding])
+
+    def write_findings(self, findings: list[Finding]) -> None:
+        groups: dict[tuple, list[Finding]] = {}
+        for f in findings:
+            groups.setdefault((f.symptom, f.severity, f.step), []).append(f)
+        for group in groups.values():
+            line = group_line(group)
+            with warnings.catch_warnings(record=True) as caught:
+                # the user's filters still apply: "error" raises here, "ignore" records nothing
+                warnings.warn(TrainingHealthWarning(line, group[0]), stacklevel=5)
+            if caught:
+                log.log(_LEVEL[group[0].severity], line)
 
 
 def summary_table(findings: list[Finding]) -> str:

@@ -1,0 +1,1 @@
+"""Demo patients for nnhealth: a plain-numpy network with switchable training faults."""

@@ -1,0 +1,129 @@
+"""Loss- and metric-level rules on constructed series: the exact step they fire, and silence when healthy."""
+import math
+
+import numpy as np
+
+from conftest import drive, fired
+
+
+def losses(values, **metrics):
+    def feed(mon, step, rng):
+        out = {"loss": values[step]}
+        for name, series in metrics.items():
+            if series[step] is not None:
+                out[name] = series[step]
+        return out
+    return feed, len(values)
+
+
+def healthy_curve(n=200):
+    return [2.3 * math.exp(-s / 60) + 0.1 for s in range(n)]
+
+
+def test_loss_nan_fires_on_the_step_and_stops():
+    feed, n = losses([2.3, 2.2, 2.1, 2.0, 1.9, float("nan")])
+    mon = drive(feed, n)
+    (f,) = fired(mon, "loss-nan")
+    assert (f.step, f.severity) == (5, "critical")
+    assert mon.should_stop
+
+
+def test_loss_nan_reported_again_only_after_it_cleared():
+    feed, n = losses([2.3, float("nan"), float("inf"), 2.0, float("nan")])
+    mon = drive(feed, n)
+    assert [f.step for f in fired(mon, "loss-nan")] == [1, 4]
+
+
+def test_loss_exploding_needs_two_values_above_three_times_the_start():
+    vals = [2.0] * 10 + [7.0, 2.0] + [2.0] * 5 + [7.0, 7.5]
+    feed, n = losses(vals)
+    mon = drive(feed, n)
+    (f,) = fired(mon, "loss-exploding")
+    assert f.step == 18 and f.severity == "critical"
+    assert f.evidence["start_loss"] == 2.0 and f.evidence["ratio"] > 3
+    assert mon.should_stop
+
+
+def test_loss_exploding_silent_on_a_healthy_curve_and_a_single_spike():
+    vals = healthy_curve()
+    vals[50] = 9.0
+    feed, n = losses(vals)
+    assert not fired(drive(feed, n), "loss-exploding")
+
+
+def test_loss_not_decreasing_fires_when_the_minimum_history_is_reached():
+    rng = np.random.default_rng(1)
+    vals = list(2.3 + 0.01 * rng.standard_normal(120))
+    feed, n = losses(vals)
+    (f,) = fired(drive(feed, n), "loss-not-decreasing")
+    assert f.step == 49 and abs(f.evidence["improvement"]) < 0.01
+
+
+def test_loss_not_decreasing_silent_on_a_healthy_curve():
+    feed, n = losses(healthy_curve())
+    assert not fired(drive(feed, n), "loss-not-decreasing")
+
+
+def test_loss_not_decreasing_judged_only_on_sampled_steps():
+    feed, n = losses([2.3] * 120)
+    (f,) = fired(drive(feed, n, every=10), "loss-not-decreasing")
+    assert f.step == 50
+
+
+def test_init_plateau_fires_once_the_drop_is_seen():
+    vals = [2.3] * 40 + [1.0] * 60
+    feed, n = losses(vals)
+    (f,) = fired(drive(feed, n), "init-plateau")
+    assert f.step == 42
+    assert f.evidence["plateau_steps"] == 38 and f.evidence["drop"] > 0.5
+
+
+def test_init_plateau_silent_when_the_loss_falls_from_the_start():
+    feed, n = losses(healthy_curve())
+    assert not fired(drive(feed, n), "init-plateau")
+
+
+def test_initial_loss_unexpected_compares_the_first_loss_with_ln_c():
+    feed, n = losses([10.0] + healthy_curve(30))
+    (f,) = fired(drive(feed, n, num_classes=10), "initial-loss-unexpected")
+    assert f.step == 0 and math.isclose(f.evidence["expected"], math.log(10))
+    feed, n = losses(healthy_curve(30))
+    assert not fired(drive(feed, n, num_classes=10), "initial-loss-unexpected")
+    feed, n = losses([10.0] * 30)
+    assert not fired(drive(feed, n), "initial-loss-unexpected")  # no num_classes: not judged
+
+
+def _every(k, value, n):
+    return [value if s % k == 0 else None for s in range(n)]
+
+
+def test_overfitting_fires_after_three_validation_points_with_a_gap():
+    n = 60
+    feed, _ = losses(healthy_curve(n), train_acc=[0.99] * n, val_acc=_every(10, 0.6, n))
+    (f,) = fired(drive(feed, n), "overfitting")
+    assert f.step == 20 and f.evidence["gap"] > 0.3
+
+
+def test_overfitting_from_a_rising_validation_loss():
+    n = 100
+    val_loss = [None] * n
+    for i, s in enumerate(range(0, n, 10)):
+        val_loss[s] = 1.0 - 0.1 * i if i < 4 else 0.7 + 0.2 * (i - 3)
+    feed, _ = losses(healthy_curve(n), val_loss=val_loss)
+    (f,) = fired(drive(feed, n), "overfitting")
+    assert f.step == 60 and f.evidence["best_step"] == 30
+
+
+def test_overfitting_silent_without_a_gap():
+    n = 60
+    feed, _ = losses(healthy_curve(n), train_acc=[0.95] * n, val_acc=_every(10, 0.93, n))
+    assert not fired(drive(feed, n), "overfitting")
+
+
+def test_underfitting_is_info_and_needs_a_levelled_loss():
+    n = 60
+    feed, _ = losses([1.5] * n, train_acc=[0.4] * n, val_acc=_every(10, 0.39, n))
+    (f,) = fired(drive(feed, n), "underfitting")
+    assert f.step == 20 and f.severity == "info"
+    feed, _ = losses(healthy_curve(n), train_acc=[0.4] * n, val_acc=_every(10, 0.39, n))
+    assert not fired(drive(feed, n), "underfitting")  # still learning: not judged as underfitting
