@@ -12,6 +12,7 @@ import logging
 import math
 import numbers
 import os
+import sys
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import config
 from .engine import Engine
-from .finding import Finding
+from .finding import Finding, TrainingHealthWarning
 from .history import History
 from .rules import RULES
 from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
@@ -98,9 +99,10 @@ class Monitor:
         self.findings: list[Finding] = []
         self.should_stop = False
         #: whether this process writes files and prints (False on non-zero ranks of a distributed job)
-        self.is_writer = True
-        #: called with the list of packed device vectors of a sampled step before they are copied
-        #: to the host (the distributed adapter reduces them across ranks here)
+        self.is_writer = _is_rank_zero()
+        #: ``before_fetch(items, scalars) -> (items, scalars)``: called with a step's packed device
+        #: vectors ``[(key, ops, layout, vector)]`` and device scalars ``{name: (ops, vector)}`` (loss,
+        #: metrics) before they are copied to the host (the distributed adapter reduces them here)
         self.before_fetch = None
         self._next = 0
         self._pending: dict[tuple[str, str], list] = {}
@@ -113,12 +115,12 @@ class Monitor:
         if console:
             install_default_handler()
         self._sinks = list(sinks or [])
-        if console:
-            self._sinks.insert(0, ConsoleSink())
-        if self.logdir is not None:
+        if self.logdir is not None and self.is_writer:
             self._sinks.append(FindingsFile(self.logdir))
             if tensorboard:
                 self._sinks.extend(self._tensorboard_sink())
+        if console:  # last: files hold a finding before a warnings filter may turn it into an error
+            self._sinks.append(ConsoleSink())
 
     def _tensorboard_sink(self) -> list:
         try:
@@ -304,6 +306,8 @@ class Monitor:
             return []
         try:
             return self._step(step, loss, metrics)
+        except TrainingHealthWarning:
+            raise  # the user turned findings into errors with the warnings module
         except Exception as e:
             if self.strict:
                 raise
@@ -340,8 +344,8 @@ class Monitor:
                     device[key] = (ops, value.detach().reshape(-1)[:1])
         pending, self._pending = self._pending, {}
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
-        if items and self.before_fetch is not None:
-            items = self.before_fetch(items)
+        if (items or device) and self.before_fetch is not None:
+            items, device = self.before_fetch(items, device)
         # one transfer per array library: all vectors and device scalars of this step together
         by_ops: dict[int, tuple] = {}
         for key, ops, layout, vec in items:
@@ -352,7 +356,7 @@ class Monitor:
         for ops, summaries, scalars in by_ops.values():
             vectors = [v for _, _, v in summaries] + [v for _, v in scalars]
             transfers.append((summaries, scalars, start_fetch(ops, vectors)))
-        is_async = any(getattr(ops, "is_async", False) for ops, _, _ in by_ops.values())
+        is_async = any(getattr(transfer, "is_async", False) for _, _, transfer in transfers)
         self._queue.append((step, sampled, numbers_now, transfers))
         self._next = step + 1
         new = []
@@ -420,6 +424,8 @@ class Monitor:
     def _to_sink(self, sink, method: str, *args) -> None:
         try:
             getattr(sink, method)(*args)
+        except TrainingHealthWarning:
+            raise
         except Exception as e:
             if self.strict:
                 raise
@@ -484,6 +490,15 @@ class Monitor:
     def __repr__(self) -> str:
         return (f"Monitor(logdir={str(self.logdir) if self.logdir else None!r}, every={self.every}, "
                 f"findings={len(self.findings)}, should_stop={self.should_stop})")
+
+
+def _is_rank_zero() -> bool:
+    """False on the non-zero ranks of an initialised torch.distributed job (torch is not imported)."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    try:
+        return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    except Exception:  # no torch, or a half-initialised group: write, as a single process would
+        return True
 
 
 def _derived(role: str, s: Summary) -> dict[str, float]:

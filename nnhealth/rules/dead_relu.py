@@ -35,7 +35,8 @@ class Thresholds:
     how="Per unit (the last axis of a dense activation, the channel axis of a convolution), the number of "
         "samples in which it fired (> 0) is summed over the window of recent sampled steps; a unit is dead "
         "when it fired in under `max_fire_fraction` of at least `min_samples` samples; fires when more than "
-        "`max_dead_fraction` of the layer's units are dead. Applies to kinds relu and relu6.",
+        "`max_dead_fraction` of the layer's units are dead, once the window holds `min_steps` sampled steps. "
+        "Applies to kinds relu and relu6.",
     example="nnhealth warning dead-relu at step 20 [layer1]: 87% of units never fired "
             "(dead_fraction=0.87, dead_units=223, units=256, samples=320)",
 )

@@ -31,7 +31,7 @@ class Thresholds:
         "explode. Xavier/He initialisation keeps the output variance equal to the input variance.",
     how="std of each unbounded activation layer over the window of sampled steps, in depth order; fires "
         "when the deepest layer's std is above `max_depth_ratio` x the first layer's, or any layer's std "
-        "exceeds `max_std`.",
+        "exceeds `max_std`; each layer needs `min_steps` sampled steps first.",
     example="nnhealth warning exploding-activations at step 20 [layer3]: activation std grows from 11 "
             "(layer0) to 1.6e+04 (layer3) (first_std=11, last_std=1.6e+04, ratio=1.5e+03, layers=4)",
 )

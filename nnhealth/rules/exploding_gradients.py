@@ -32,8 +32,8 @@ class Thresholds:
         "last `points` sampled steps: fires when the first weight tensor's gradient norm exceeds "
         "`max_first_last_ratio` x the last one's, or the total norm exceeds `max_growth` x its median over "
         "the first sampled steps.",
-    example="nnhealth critical exploding-gradients at step 50 [layer0.W]: 12 gradient values are not finite "
-            "(nonfinite=12)",
+    example="nnhealth warning exploding-gradients at step 30 [layer0.W]: gradient norm of the first layer is "
+            "140x the last's (first_norm=35, last_norm=0.25, ratio=140)",
 )
 def check(ctx, th: Thresholds):
     h = ctx.history

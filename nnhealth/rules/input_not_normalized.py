@@ -33,7 +33,7 @@ class Thresholds:
     how="Per feature (last axis of 2-D inputs, channel axis of images) mean and std over the window; fires "
         "when more than `max_off_centre_fraction` of features have |mean|/std > `max_mean_over_std`, or when "
         "the largest feature std exceeds `max_scale_ratio` x the smallest non-zero one. Integer inputs "
-        "(token ids, class indices) are not features and are skipped.",
+        "(token ids, class indices) are not features and are skipped. Judged once `min_samples` samples were seen.",
     example="nnhealth warning input-not-normalized at step 20 [input]: 100% of features are off-centre, scales "
             "differ 1000x (off_centre_fraction=1, median_mean_over_std=50, scale_ratio=1000)",
 )

@@ -31,7 +31,8 @@ class Thresholds:
         "whose cost exceeds ~3x the original cost. A loss that spikes and then settles near chance level "
         "has still blown up: its weights were thrown off the data.",
     how="start = median of the first `start_points` finite losses; fires when the last `sustain` losses are "
-        "all above `factor` x start. Judged on every step. Critical: sets `should_stop`.",
+        "all above `factor` x start (not judged when start < `min_start_loss`). Judged on every step. Critical: "
+        "sets `should_stop`.",
     example="nnhealth critical loss-exploding at step 40: loss is 9.1x its starting value "
             "(loss=21, start_loss=2.3, ratio=9.1)",
 )

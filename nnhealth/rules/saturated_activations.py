@@ -33,7 +33,8 @@ class Thresholds:
         "of its maximum (tanh: |y| > 0.975; sigmoid: y < 0.013 or y > 0.987). Per unit, the saturated count "
         "is summed over the window of sampled steps; a unit is saturated when more than "
         "`min_unit_saturated_fraction` of its outputs are; fires when more than `max_saturated_fraction` of "
-        "the layer's units are saturated (with at least `min_samples` samples).",
+        "the layer's units are saturated (with at least `min_samples` samples over at least `min_steps` "
+        "sampled steps).",
     example="nnhealth warning saturated-activations at step 20 [layer2]: 96% of units are saturated "
             "(saturated_fraction=0.96, saturated_units=246, units=256)",
 )

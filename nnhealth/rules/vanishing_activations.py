@@ -32,7 +32,7 @@ class Thresholds:
     how="std of each activation layer over the window of sampled steps, in depth order (the order layers "
         "were first seen); fires when the deepest layer's std is below `min_depth_ratio` x the first "
         "layer's (two layers or more), or when a layer's std is below `min_std` while the first layer's "
-        "is not. Reported at the first layer below the ratio.",
+        "is not; each layer needs `min_steps` sampled steps first. Reported at the first layer below the ratio.",
     example="nnhealth warning vanishing-activations at step 20 [layer5]: activation std falls from 0.21 "
             "(layer0) to 3.1e-06 (layer7) (first_std=0.21, last_std=3.1e-06, ratio=1.5e-05, layers=8)",
 )

@@ -26,8 +26,9 @@ class ProgressBarSafeHandler(logging.StreamHandler):
         try:
             msg = self.format(record)
             tqdm = sys.modules.get("tqdm")
-            if tqdm is not None and getattr(tqdm, "tqdm", None) is not None and getattr(tqdm.tqdm, "_instances", None):
-                tqdm.tqdm.write(msg, file=self.stream)
+            bar = getattr(tqdm, "tqdm", None) if tqdm is not None else None
+            if bar is not None and getattr(bar, "_instances", None):
+                bar.write(msg, file=self.stream)
             else:
                 self.stream.write(msg + self.terminator)
                 self.flush()
@@ -35,18 +36,28 @@ class ProgressBarSafeHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def _prints_to_console(handler) -> bool:
+    return (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            and getattr(handler, "stream", None) in (sys.stderr, sys.stdout))
+
+
 def install_default_handler() -> None:
-    """Give the ``nnhealth`` logger a console handler unless logging is configured already."""
-    if log.handlers or logging.getLogger().handlers:
-        if log.level == logging.NOTSET:
-            log.setLevel(logging.INFO)
+    """Make findings visible on the console without duplicating the user's own logging setup.
+
+    If the ``nnhealth`` logger or the root logger already prints to the console, records
+    just propagate there; otherwise a progress-bar-safe handler on stderr is added (records
+    still propagate, so file handlers and test capture see them too).
+    """
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)
+    if any(isinstance(h, ProgressBarSafeHandler) or _prints_to_console(h) for h in log.handlers):
+        return
+    if any(_prints_to_console(h) for h in logging.getLogger().handlers):
         return
     handler = ProgressBarSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.WARNING)
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 #: places named on a grouped line before "+N more"

@@ -87,8 +87,9 @@ class TorchOps:
             x = x.coalesce().values()
         if x.is_complex():
             x = x.abs()
-        # float32 for the elementwise work (fast on every device), float64 packs
-        return x.detach().to(t.float32)
+        # float32 for the elementwise work (fast on every device; half and bfloat16 are widened),
+        # float64 tensors stay float64 (their owner asked for the precision); packs are float64
+        return x.detach().to(t.float64 if x.dtype == t.float64 else t.float32)
 
     def isfinite(self, x):
         return self.t.isfinite(x)
@@ -133,14 +134,18 @@ class TorchOps:
             return x.sum(dtype=self.t.float64)
         return x.sum(dim=axis, dtype=self.t.float64)
 
+    def _full(self, value, device):
+        # torch.full fills on the device; torch.tensor(v, device=cuda) is a blocking host copy
+        return self.t.full((), float(value), dtype=self.t.float64, device=device)
+
     def amin(self, x):
         if x.numel() == 0:
-            return self.t.tensor(float("inf"), device=x.device, dtype=self.t.float64)
+            return self._full(float("inf"), x.device)
         return x.min().to(self.t.float64)
 
     def amax(self, x):
         if x.numel() == 0:
-            return self.t.tensor(float("-inf"), device=x.device, dtype=self.t.float64)
+            return self._full(float("-inf"), x.device)
         return x.max().to(self.t.float64)
 
     def bincount(self, idx, n):
@@ -158,25 +163,16 @@ class TorchOps:
         flat = []
         for p in parts:
             if not isinstance(p, t.Tensor):
-                p = t.tensor(p, dtype=t.float64, device=self.device)
+                p = self._full(p, self.device)
             flat.append(p.to(t.float64).reshape(-1))
         return t.cat(flat)
 
     def scalar(self, v, like):
-        return self.t.tensor(v, dtype=self.t.float64, device=like.device)
+        return self._full(v, like.device)
 
     def fetch(self, vectors):
-        """One device-to-host copy for all vectors of a step."""
-        t = self.t
-        if not vectors:
-            return []
-        sizes = [int(v.numel()) for v in vectors]
-        host = t.cat([v.reshape(-1) for v in vectors]).to("cpu").numpy()
-        out, start = [], 0
-        for s in sizes:
-            out.append(host[start:start + s])
-            start += s
-        return out
+        """Host copies of ``vectors``: one device-to-host copy per device they live on."""
+        return _split(_to_host(self.t, vectors), vectors)
 
 
 NUMPY = NumpyOps()
@@ -193,37 +189,106 @@ def ops_for(x: Any):
 class Ready:
     """Host values that are already there (numpy, or torch on the CPU)."""
 
+    is_async = False
+
     def __init__(self, values):
         self.values = values
+
+    def ready(self) -> bool:
+        return True
 
     def result(self):
         return self.values
 
 
+def _split(host, vectors):
+    """Cut one host array back into the pieces ``vectors`` were, in order."""
+    out, start = [], 0
+    for v in vectors:
+        n = int(v.numel())
+        out.append(host[start:start + n])
+        start += n
+    return out
+
+
+def _by_device(vectors):
+    """{device: [positions]} in first-seen order, so each device's vectors go in one copy."""
+    groups: dict = {}
+    for i, v in enumerate(vectors):
+        groups.setdefault(v.device, []).append(i)
+    return groups
+
+
+def _to_host(t, vectors):
+    """Blocking copy of all ``vectors`` into one float64 numpy array (one copy per device)."""
+    if not vectors:
+        return np.empty(0)
+    host = np.empty(sum(int(v.numel()) for v in vectors), dtype=np.float64)
+    starts = np.cumsum([0] + [int(v.numel()) for v in vectors])
+    for device, idx in _by_device(vectors).items():
+        flat = t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx]).to("cpu").numpy()
+        at = 0
+        for i in idx:
+            n = starts[i + 1] - starts[i]
+            host[starts[i]:starts[i + 1]] = flat[at:at + n]
+            at += n
+    return host
+
+
 class _TorchTransfer:
-    """A non-blocking device-to-host copy, waited for only when its result is needed."""
+    """A non-blocking device-to-host copy of one step's vectors, waited for only when read.
+
+    Per CUDA device the vectors are concatenated on the device, copied into pinned host
+    memory with ``non_blocking=True`` on that device's current stream, and an event is
+    recorded after the copy; :meth:`result` waits on the events (by then, one step later,
+    long done). Vectors on the CPU or on devices without this machinery are copied at once.
+    """
+
+    is_async = True
 
     def __init__(self, torch_module, vectors):
-        t = torch_module
-        self.sizes = [int(v.numel()) for v in vectors]
-        flat = t.cat([v.reshape(-1).to(t.float64) for v in vectors])
-        self.host = t.empty(flat.shape, dtype=t.float64, pin_memory=True)
-        self.host.copy_(flat, non_blocking=True)
-        self.event = t.cuda.Event()
-        self.event.record()
+        t = self.t = torch_module
+        self.vectors = vectors
+        self.parts = []  # (positions, pinned host tensor or None, event or None, blocking copy or None)
+        for device, idx in _by_device(vectors).items():
+            flat = t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx])
+            if device.type == "cuda":
+                with t.cuda.device(device):
+                    host = t.empty(flat.shape, dtype=t.float64, pin_memory=True)
+                    host.copy_(flat, non_blocking=True)
+                    event = t.cuda.Event()
+                    event.record(t.cuda.current_stream(device))
+                self.parts.append((idx, host, event, None))
+            else:  # CPU: already there; other accelerators: a plain copy (it waits for the device)
+                self.parts.append((idx, None, None, flat.to("cpu").numpy()))
+
+    def ready(self) -> bool:
+        """True when reading the result would not wait for the device."""
+        return all(event is None or event.query() for _, _, event, _ in self.parts)
 
     def result(self):
-        self.event.synchronize()
-        host = self.host.numpy()
-        out, start = [], 0
-        for s in self.sizes:
-            out.append(host[start:start + s])
-            start += s
-        return out
+        vectors = self.vectors
+        starts = np.cumsum([0] + [int(v.numel()) for v in vectors])
+        host = np.empty(int(starts[-1]), dtype=np.float64)
+        for idx, pinned, event, copied in self.parts:
+            if event is not None:
+                event.synchronize()
+                copied = pinned.numpy()
+            at = 0
+            for i in idx:
+                n = starts[i + 1] - starts[i]
+                host[starts[i]:starts[i + 1]] = copied[at:at + n]
+                at += n
+        return _split(host, vectors)
 
 
 def start_fetch(ops, vectors):
-    """Start copying ``vectors`` to the host in one transfer; ``.result()`` gives numpy arrays."""
-    if getattr(ops, "is_async", False) and vectors:
-        return _TorchTransfer(ops.t, vectors)
+    """Start copying ``vectors`` to the host in one transfer; ``.result()`` gives numpy arrays.
+
+    Torch vectors that live on a CUDA device are copied without blocking (whatever device
+    ``ops`` was made for: one step's vectors may sit on several devices).
+    """
+    torch = getattr(ops, "t", None)
+    if torch is not None and any(v.device.type == "cuda" for v in vectors):
+        return _TorchTransfer(torch, vectors)
     return Ready(ops.fetch(vectors))
