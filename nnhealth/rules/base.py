@@ -103,9 +103,17 @@ def validate_thresholds(rule_id: str, th) -> None:
 # -- helpers shared by the checks ----------------------------------------------
 
 def median(values) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    return float(np.median(values)) if values.size else float("nan")
+    """Median of the finite values (NaN when none); plain Python for the short windows rules use."""
+    if len(values) > 64:
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        return float(np.median(values)) if values.size else float("nan")
+    finite = sorted(float(v) for v in values if math.isfinite(v))
+    n = len(finite)
+    if not n:
+        return float("nan")
+    mid = n // 2
+    return finite[mid] if n % 2 else 0.5 * (finite[mid - 1] + finite[mid])
 
 
 def window_median(history: History, where, stat: str, points: int) -> float:

@@ -99,8 +99,8 @@ def merge_vectors(ops, a, layout_a: Layout, b, layout_b: Layout):
     layout = layout_a.common(layout_b)
     a, b = cut(ops, a, layout_a, layout), cut(ops, b, layout_b, layout)
     out = a + b
-    out[MIN] = ops.minimum(a[MIN], b[MIN])
-    out[MAX] = ops.maximum(a[MAX], b[MAX])
+    # rebuilt rather than assigned in place, so immutable arrays (JAX) merge too; MAX == MIN + 1
+    out = ops.pack([out[:MIN], ops.minimum(a[MIN], b[MIN]), ops.maximum(a[MAX], b[MAX]), out[MAX + 1:]])
     return layout, out
 
 
@@ -113,6 +113,8 @@ class Summary:
             raise ValueError(f"packed statistics have shape {vector.shape}, layout expects ({layout.size},)")
         self.layout = layout
         self.v = vector
+        #: the header as Python floats: rules read these fields many times per step
+        self.h = vector[: len(HEADER)].tolist()
 
     @classmethod
     def empty(cls, layout: Layout = Layout()) -> "Summary":
@@ -126,8 +128,6 @@ class Summary:
         return Summary(layout, out)
 
     def __getattr__(self, name):
-        if name in H:
-            return float(self.v[H[name]])
         sl = self.layout.slices().get(name)
         if sl is not None:
             return self.v[sl]
@@ -195,3 +195,11 @@ class Summary:
     def __repr__(self) -> str:
         return (f"Summary(count={self.count:g}, mean={self.mean:.4g}, std={self.std:.4g}, "
                 f"min={self.min:.4g}, max={self.max:.4g}, nonfinite={self.nonfinite:g}, units={self.layout.units})")
+
+
+def _header_property(index: int):
+    return property(lambda self: self.h[index], doc=f"header field {HEADER[index]!r}")
+
+
+for _i, _name in enumerate(HEADER):
+    setattr(Summary, _name, _header_property(_i))
