@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import config
+from . import config, lifecycle
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
@@ -121,6 +121,7 @@ class Monitor:
                 self._sinks.extend(self._tensorboard_sink())
         if console:  # last: files hold a finding before a warnings filter may turn it into an error
             self._sinks.append(ConsoleSink())
+        lifecycle.register(self)
 
     def _tensorboard_sink(self) -> list:
         try:
@@ -255,7 +256,9 @@ class Monitor:
         if fan_in is not None:
             self.history.meta[name]["fan_in"] = int(fan_in)
         if ("update", name) not in self._pending:
-            self._snapshots[name] = (self._next, x.copy() if ops is NUMPY else x.detach().clone())
+            # numpy and torch arrays change in place under the optimizer; jax arrays are immutable
+            self._snapshots[name] = (self._next, x.copy() if ops is NUMPY else x if ops.name == "jax"
+                                     else x.detach().clone())
 
     def _force(self, role, name, x):
         """Summarise on a step that is not sampled (the step right after one, for update ratios)."""
@@ -341,7 +344,7 @@ class Monitor:
                         raise InputError(f"{key} must be a single number, got an array of shape {arr.shape}")
                     numbers_now[key] = float(arr.reshape(-1)[0])
                 else:
-                    device[key] = (ops, value.detach().reshape(-1)[:1])
+                    device[key] = (ops, ops.as_float(value).reshape(-1)[:1])  # detached, on its device
         pending, self._pending = self._pending, {}
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
         if (items or device) and self.before_fetch is not None:
@@ -460,6 +463,7 @@ class Monitor:
         """Flush files, print the summary, remove every hook. Safe to call twice."""
         if self._closed:
             return
+        lifecycle.unregister(self)
         try:
             self.flush()
         except Exception as e:

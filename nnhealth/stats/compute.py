@@ -28,6 +28,9 @@ def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool
     """
     ops = ops or ops_for(x)
     kind = kind if isinstance(kind, Kind) else get_kind(kind)
+    compiled = getattr(ops, "summarize", None)
+    if compiled is not None:  # a library that compiles this whole function into one program (JAX)
+        return compiled(x, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis)
     a = ops.as_float(x)
     finite = ops.isfinite(a)
     z = ops.where(finite, a, ops.zeros_like(a))
