@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: command modules, in the order ``nnhealth --help`` lists them
@@ -54,6 +55,12 @@ def main(argv=None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"nnhealth {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -49,7 +49,7 @@ class Engine:
                 self.active[key] = 0
                 new.append(Finding(symptom=rule.id, severity=d.severity or rule.severity, step=step,
                                    where=d.where, message=d.message, evidence=dict(d.evidence),
-                                   advice=rule.advice))
+                                   advice=d.advice or rule.advice))
             needed = 1 if rule.cadence == "step" else self.clear_after
             for key in [k for k in self.active if k[0] == rule.id and k not in seen]:
                 self.active[key] += 1

@@ -127,3 +127,15 @@ def test_underfitting_is_info_and_needs_a_levelled_loss():
     assert f.step == 20 and f.severity == "info"
     feed, _ = losses(healthy_curve(n), train_acc=[0.4] * n, val_acc=_every(10, 0.39, n))
     assert not fired(drive(feed, n), "underfitting")  # still learning: not judged as underfitting
+
+
+def test_loss_not_decreasing_says_lower_the_rate_when_the_loss_rises():
+    feed, n = losses([2.0 + 0.01 * s for s in range(80)])
+    (f,) = fired(drive(feed, n), "loss-not-decreasing")
+    assert f.message.startswith("loss rose") and "lower it" in f.advice
+
+
+def test_init_plateau_silent_on_a_long_slow_healthy_decay():
+    """5,000 points: the kept points have a gap once the ring buffer wrapped."""
+    feed, n = losses([2.3 * math.exp(-s / 1500) + 0.1 for s in range(5000)])
+    assert not fired(drive(feed, n, every=50), "init-plateau")

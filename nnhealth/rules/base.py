@@ -26,6 +26,8 @@ class Detection:
     #: what "the same place" means for reporting once: the ``where`` by default; network-wide
     #: verdicts (spread by depth) use one key, so a worst layer that moves is not a new finding
     key: Optional[str] = None
+    #: overrides the rule's advice when this case calls for different advice
+    advice: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,16 @@ def check(ctx, th: Thresholds):
     leave = int(below[0])
     if leave < th.min_plateau_points:
         return []  # the loss started moving early: a healthy start
+    if s.total > len(s) and leave >= len(s.first()[0]) - th.smooth:
+        return None  # the plateau ran past the kept first points: where it ended is not known
     dropped = np.flatnonzero(smooth[leave:] < start * (1 - th.drop_fraction))
     if dropped.size == 0:
         return None
     drop_at = leave + int(dropped[0])
     plateau_steps = int(steps[leave] - steps[0])
     drop_steps = int(steps[drop_at] - steps[leave])
-    if drop_at - leave > max(1, th.max_drop_fraction_of_plateau * leave):
+    # lengths in steps, not points: the kept points have a gap once the ring buffer wrapped
+    if drop_at - leave > 1 and drop_steps > th.max_drop_fraction_of_plateau * plateau_steps:
         return []
     drop = 1 - float(smooth[drop_at]) / start
     return [Detection(None, f"loss was flat for {plateau_steps} steps, then fell {100 * drop:.0f}% "

@@ -8,6 +8,10 @@ import numpy as np
 from .base import Detection, median, rule
 
 
+RISING_ADVICE = ("A loss that rises is more often a learning rate that is too high than too low: lower it "
+                 "(try 3-10x lower) and check the data pipeline and the loss for bugs.")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     #: judged only after this many loss values (an early verdict would be noise)
@@ -27,7 +31,8 @@ class Thresholds:
     why="In the lecture's babysitting checklist, a loss that is barely changing means the learning rate is "
         "too low (or something is broken: detached layers, wrong labels, a frozen model).",
     how="start = median of the first `window` losses, recent = median of the last max(`window`, n/10); "
-        "fires when (start - recent) / |start| < `min_improvement` once at least `min_points` values exist.",
+        "fires when (start - recent) / |start| < `min_improvement` once at least `min_points` values exist. "
+        "A loss that rose (improvement below -`min_improvement`) gets advice to lower the learning rate instead.",
     example="nnhealth warning loss-not-decreasing at step 100: loss improved only 0.2% since the start "
             "(start_loss=2.303, recent_loss=2.298, improvement=0.002)",
 )
@@ -41,7 +46,10 @@ def check(ctx, th: Thresholds):
     if not (np.isfinite(start) and np.isfinite(recent)) or start == 0:
         return None
     improvement = (start - recent) / abs(start)
+    evidence = {"start_loss": start, "recent_loss": recent, "improvement": improvement}
+    if improvement < -th.min_improvement:
+        return [Detection(None, f"loss rose {-100 * improvement:.0f}% since the start", evidence,
+                          advice=RISING_ADVICE)]
     if improvement < th.min_improvement:
-        return [Detection(None, f"loss improved only {100 * improvement:.1f}% since the start",
-                          {"start_loss": start, "recent_loss": recent, "improvement": improvement})]
+        return [Detection(None, f"loss improved only {100 * improvement:.1f}% since the start", evidence)]
     return []

@@ -19,6 +19,8 @@ class Thresholds:
     points: int = 3
     #: the loss has levelled off: it improved less than this fraction over the latest half of the kept values
     max_recent_improvement: float = 0.02
+    #: loss values needed before judging whether it levelled off
+    min_points: int = 20
 
 
 @rule(
@@ -31,14 +33,15 @@ class Thresholds:
         "using its capacity; it can afford to be larger or less regularised. This is advice, not an alarm.",
     how="Validation accuracy paired with training accuracy as for overfitting; fires when on each of the "
         "last `points` validation points |train - val| < `max_gap` and train < `max_accuracy`, and the "
-        "training loss improved by less than `max_recent_improvement` over the latest half of the kept values.",
+        "training loss improved by less than `max_recent_improvement` over the latest half of the kept values "
+        "(at least `min_points` of them).",
     example="nnhealth info underfitting at step 900: accuracy is low (0.42) with no train/validation gap "
             "(train_acc=0.42, val_acc=0.41, gap=0.01)",
 )
 def check(ctx, th: Thresholds):
     pairs = paired_accuracy(ctx.history, th.points)
     loss = ctx.history.series(None, "loss")
-    if pairs is None or loss is None or len(loss) < 20:
+    if pairs is None or loss is None or len(loss) < th.min_points:
         return None
     steps, train, val = pairs
     gap = train - val
