@@ -15,9 +15,10 @@ what to try.
 """
 from .finding import Finding, TrainingHealthWarning
 from .history import History
+from .logs import load
 from .monitor import Monitor
 from .rules import RULES, SYMPTOMS
 
 __version__ = "0.1.0"
 
-__all__ = ["Finding", "History", "Monitor", "RULES", "SYMPTOMS", "TrainingHealthWarning", "__version__"]
+__all__ = ["Finding", "History", "Monitor", "RULES", "SYMPTOMS", "TrainingHealthWarning", "__version__", "load"]

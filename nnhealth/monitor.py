@@ -397,7 +397,7 @@ class Monitor:
             if role == "update_base":
                 continue
             h.record_summary(step, role, where, s)
-            for stat, value in _derived(role, s).items():
+            for stat, value in _derived(role, s, h.meta.get(where, {}).get("kind") or "linear").items():
                 scalars[(where, f"{role}/{stat}")] = value
             if role == "gradient":
                 grad_sq += s.sumsq if s.nonfinite == 0 else math.inf
@@ -505,13 +505,13 @@ def _is_rank_zero() -> bool:
         return True
 
 
-def _derived(role: str, s: Summary) -> dict[str, float]:
+def _derived(role: str, s: Summary, kind: str = "linear") -> dict[str, float]:
     """The per-step numbers kept as series (and plotted) for each role."""
     if role == "activation":
         out = {"mean": s.mean, "std": s.std, "zero_fraction": s.fraction("zeros"),
                "positive_fraction": s.fraction("positive"), "saturated_fraction": s.fraction("saturated")}
         fired = s.unit_fraction("unit_fired")
-        if fired is not None and fired.size:
+        if fired is not None and fired.size and get_kind(kind).can_die:
             out["dead_fraction"] = float(np.mean(fired < 0.01))
         return out
     if role == "gradient":
