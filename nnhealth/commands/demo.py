@@ -31,11 +31,15 @@ def add_arguments(p):
                         "with 0.01*randn weights); 'none' trains the healthy network")
     p.add_argument("--framework", default="numpy", choices=["numpy", "torch"],
                    help="train the numpy network (default) or the same model in PyTorch")
-    p.add_argument("--logdir", default="runs/demo",
-                   help="where to write the records (default: runs/demo; replaced if it holds a previous demo)")
+    p.add_argument("--logdir", default=None,
+                   help="where to write the records (default: runs/demo, or runs/search with --search; a previous "
+                        "demo's files there are replaced)")
     p.add_argument("--every", type=int, default=5, help="layer statistics every N steps (default: 5)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: per fault)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--search", action="store_true",
+                   help="instead of one run: a coarse-to-fine learning-rate search in log space with Optuna, "
+                        "diverging trials pruned early (needs nnhealth[tune]; records under runs/search)")
 
 
 def _fresh_logdir(path: Path) -> Path:
@@ -49,7 +53,32 @@ def _fresh_logdir(path: Path) -> Path:
     return path
 
 
+def _single_threaded_blas():
+    """The demo's matrices are small: one BLAS thread is several times faster than two competing."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run(args) -> int:
+    if args.search:
+        if args.logdir is None:
+            args.logdir = "runs/search"
+        from ..demo.search import run_search
+
+        with _single_threaded_blas():
+            return run_search(args)
+    if args.logdir is None:
+        args.logdir = "runs/demo"
+    with _single_threaded_blas():
+        return _run(args)
+
+
+def _run(args) -> int:
     from .. import Monitor
 
     faults = _faults()
