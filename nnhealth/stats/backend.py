@@ -124,15 +124,16 @@ class TorchOps:
     def to_index(self, x):
         return x.to(self.t.int64)
 
+    # Reductions accumulate in the tensor's own precision (float32 sums are cascaded on the CPU and
+    # tree-reduced on GPUs, accurate to ~1e-6) and are widened afterwards: asking for float64
+    # accumulation of float32 data is several times slower on both. Counts are exact integers.
     def count(self, mask, axis=None):
-        if axis is None:
-            return mask.sum(dtype=self.t.float64)
-        return mask.sum(dim=axis, dtype=self.t.float64)
+        n = mask.sum() if axis is None else mask.sum(dim=axis)
+        return n.to(self.t.float64)
 
     def sum(self, x, axis=None):
-        if axis is None:
-            return x.sum(dtype=self.t.float64)
-        return x.sum(dim=axis, dtype=self.t.float64)
+        s = x.sum() if axis is None else x.sum(dim=axis)
+        return s.to(self.t.float64)
 
     def _full(self, value, device):
         # torch.full fills on the device; torch.tensor(v, device=cuda) is a blocking host copy
@@ -152,7 +153,8 @@ class TorchOps:
         # torch.bincount reads the maximum back to the host; index_add does not
         out = self.t.zeros(n, dtype=self.t.float64, device=idx.device)
         flat = idx.reshape(-1)
-        return out.index_add_(0, flat, self.t.ones(flat.shape, dtype=self.t.float64, device=idx.device))
+        one = self.t.ones((), dtype=self.t.float64, device=idx.device)
+        return out.index_add_(0, flat, one.expand(flat.shape))  # a broadcast 1, not n ones in memory
 
     def units_last(self, x, axis):
         x = x.movedim(axis, -1)
@@ -183,6 +185,11 @@ def ops_for(x: Any):
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         return TorchOps(torch, x.device)
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, getattr(jax, "Array", ())):
+        from .backend_jax import jax_ops
+
+        return jax_ops(jax, x)
     return NUMPY
 
 
@@ -219,20 +226,24 @@ def _by_device(vectors):
     return groups
 
 
-def _to_host(t, vectors):
-    """Blocking copy of all ``vectors`` into one float64 numpy array (one copy per device)."""
-    if not vectors:
-        return np.empty(0)
-    host = np.empty(sum(int(v.numel()) for v in vectors), dtype=np.float64)
+def _gather(vectors, parts):
+    """One float64 host array of all ``vectors`` from ``parts``: (positions, host array of those)."""
     starts = np.cumsum([0] + [int(v.numel()) for v in vectors])
-    for device, idx in _by_device(vectors).items():
-        flat = t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx]).to("cpu").numpy()
+    host = np.empty(int(starts[-1]), dtype=np.float64)
+    for idx, flat in parts:
         at = 0
         for i in idx:
             n = starts[i + 1] - starts[i]
             host[starts[i]:starts[i + 1]] = flat[at:at + n]
             at += n
     return host
+
+
+def _to_host(t, vectors):
+    """Blocking copy of all ``vectors`` into one float64 numpy array (one copy per device)."""
+    parts = [(idx, t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx]).to("cpu").numpy())
+             for idx in _by_device(vectors).values()]
+    return _gather(vectors, parts)
 
 
 class _TorchTransfer:
@@ -249,7 +260,7 @@ class _TorchTransfer:
     def __init__(self, torch_module, vectors):
         t = self.t = torch_module
         self.vectors = vectors
-        self.parts = []  # (positions, pinned host tensor or None, event or None, blocking copy or None)
+        self.parts = []  # (positions, pinned host tensor or host array, event or None)
         for device, idx in _by_device(vectors).items():
             flat = t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx])
             if device.type == "cuda":
@@ -258,28 +269,22 @@ class _TorchTransfer:
                     host.copy_(flat, non_blocking=True)
                     event = t.cuda.Event()
                     event.record(t.cuda.current_stream(device))
-                self.parts.append((idx, host, event, None))
+                self.parts.append((idx, host, event))
             else:  # CPU: already there; other accelerators: a plain copy (it waits for the device)
-                self.parts.append((idx, None, None, flat.to("cpu").numpy()))
+                self.parts.append((idx, flat.to("cpu").numpy(), None))
 
     def ready(self) -> bool:
         """True when reading the result would not wait for the device."""
-        return all(event is None or event.query() for _, _, event, _ in self.parts)
+        return all(event is None or event.query() for _, _, event in self.parts)
 
     def result(self):
-        vectors = self.vectors
-        starts = np.cumsum([0] + [int(v.numel()) for v in vectors])
-        host = np.empty(int(starts[-1]), dtype=np.float64)
-        for idx, pinned, event, copied in self.parts:
+        parts = []
+        for idx, host, event in self.parts:
             if event is not None:
                 event.synchronize()
-                copied = pinned.numpy()
-            at = 0
-            for i in idx:
-                n = starts[i + 1] - starts[i]
-                host[starts[i]:starts[i + 1]] = copied[at:at + n]
-                at += n
-        return _split(host, vectors)
+                host = host.numpy()
+            parts.append((idx, host))
+        return _split(_gather(self.vectors, parts), self.vectors)
 
 
 def start_fetch(ops, vectors):
@@ -288,6 +293,9 @@ def start_fetch(ops, vectors):
     Torch vectors that live on a CUDA device are copied without blocking (whatever device
     ``ops`` was made for: one step's vectors may sit on several devices).
     """
+    own = getattr(ops, "start_fetch", None)
+    if own is not None:  # a library with its own asynchronous copy (JAX)
+        return own(vectors)
     torch = getattr(ops, "t", None)
     if torch is not None and any(v.device.type == "cuda" for v in vectors):
         return _TorchTransfer(torch, vectors)

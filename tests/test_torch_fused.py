@@ -1,0 +1,117 @@
+"""Fused per-parameter summaries equal the reference summaries, and the host transfer is right.
+
+The optimizer hooks summarise hundreds of tensors with ``_foreach`` calls
+(:mod:`nnhealth.hooks._torch_fused`); here those rows are checked against
+:func:`nnhealth.stats.summarize` field by field, and the device-to-host path
+the monitor takes for statistics and loss tensors is exercised.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
+
+torch = pytest.importorskip("torch")
+
+import nnhealth.hooks._torch_fused as fused  # noqa: E402
+from nnhealth import Monitor  # noqa: E402
+from nnhealth.stats import Layout, Summary, summarize  # noqa: E402
+from nnhealth.stats.backend import Ready, TorchOps, start_fetch  # noqa: E402
+
+ALWAYS = ("count", "sumsq", "nonfinite", "saturated", "samples")
+FINITE = st.floats(min_value=-1e3, max_value=1e3, width=32)
+
+
+def reference(x: torch.Tensor) -> Summary:
+    layout, vec = summarize(x, "linear")
+    return Summary(layout, vec.numpy())
+
+
+def as_summary(row) -> Summary:
+    return Summary(Layout(), row.numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(tensors=st.lists(arrays(np.float32, array_shapes(min_dims=1, max_dims=3, max_side=9), elements=FINITE),
+                        min_size=1, max_size=6))
+def test_rows_equal_the_reference_summary(tensors):
+    xs = [torch.from_numpy(a) for a in tensors]
+    for fields in (fused.EVERY_FIELD, fused.GRADIENT, fused.PARAMETER, fused.NORM):
+        for x, row in zip(xs, fused.header_rows(xs, fields)):
+            got, want = as_summary(row), reference(x)
+            for name in ALWAYS + fields:
+                assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-5, abs=1e-3), name
+            for name in {"sum", "abssum", "min", "max", "zeros", "positive"} - set(fields):
+                assert math.isnan(getattr(got, name)), name  # not measured for this role
+
+
+def test_non_finite_values_are_counted_exactly():
+    x = torch.tensor([1.0, float("nan"), -2.0, float("inf"), float("-inf"), 0.0])
+    (row,) = fused.header_rows([x])
+    s = as_summary(row)
+    assert s.nonfinite == 3 and s.count == 3 and s.samples == 6
+    assert not math.isfinite(s.sumsq)  # the sums of a tensor with NaN/Inf are not trusted
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_other_dtypes_and_odd_tensors(dtype):
+    x = torch.randn(7, 5).to(dtype)
+    odd = [torch.randn(3, 3).to_sparse(), torch.zeros(0), torch.randn(4, dtype=torch.complex64)]
+    rows = fused.header_rows([x] + odd)
+    got, want = as_summary(rows[0]), reference(x)
+    assert got.sumsq == pytest.approx(want.sumsq, rel=1e-2) and got.count == 35
+    for t, row in zip(odd, rows[1:]):  # summarised one by one, every field
+        np.testing.assert_allclose(row.numpy(), reference(t).v, rtol=1e-6)
+
+
+def test_chunks_bound_the_temporaries_without_changing_a_number(monkeypatch):
+    xs = [torch.randn(50, 20), torch.randn(3), torch.randn(400), torch.randn(10, 10)]
+    whole = torch.stack(fused.header_rows(xs))
+    monkeypatch.setattr(fused, "CHUNK", 100)
+    assert fused._chunks(xs) == [[0], [1], [2], [3]]
+    torch.testing.assert_close(torch.stack(fused.header_rows(xs)), whole, equal_nan=True)
+
+
+def test_gradscaler_scale_and_skipped_steps():
+    x = torch.randn(6, 4)
+    (row,) = fused.header_rows([x * 1024.0])
+    (plain,) = fused.header_rows([x])
+    (unscaled,) = fused.scaled([row], torch.tensor([1024.0]))
+    torch.testing.assert_close(unscaled, plain, equal_nan=True)
+    (skipped,) = fused.masked([plain], torch.tensor([1.0]))
+    assert torch.isnan(skipped).all()
+    (taken,) = fused.masked([plain], torch.tensor([0.0]))
+    torch.testing.assert_close(taken, plain, equal_nan=True)
+
+
+def test_cpu_vectors_are_fetched_at_once_and_in_order():
+    ops = TorchOps(torch, torch.device("cpu"))
+    vectors = [torch.arange(3, dtype=torch.float64), torch.tensor([7.0]), torch.zeros(0, dtype=torch.float64)]
+    transfer = start_fetch(ops, vectors)
+    assert isinstance(transfer, Ready) and transfer.ready() and not transfer.is_async
+    got = transfer.result()
+    assert [g.tolist() for g in got] == [[0.0, 1.0, 2.0], [7.0], []]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the non-blocking copy path needs a CUDA device")
+def test_cuda_vectors_take_the_non_blocking_path():
+    ops = TorchOps(torch, torch.device("cuda"))
+    vectors = [torch.arange(3, dtype=torch.float64, device="cuda"), torch.tensor([7.0], dtype=torch.float64)]
+    transfer = start_fetch(ops, vectors)
+    assert transfer.is_async
+    assert [g.tolist() for g in transfer.result()] == [[0.0, 1.0, 2.0], [7.0]]
+
+
+def test_loss_and_metric_tensors_reach_the_history_without_item():
+    w = torch.randn(4, requires_grad=True)
+    loss = (w * 2).sum()  # requires grad, like a real loss
+    mon = Monitor(every=1, console=False)
+    mon.step(0, loss=loss, train_acc=torch.tensor(0.75), val_loss=torch.tensor([1.5]))
+    h = mon.history
+    assert h.values(None, "loss")[-1] == pytest.approx(loss.item())
+    assert h.values(None, "train_acc")[-1] == 0.75 and h.values(None, "val_loss")[-1] == 1.5
+    mon.close()
