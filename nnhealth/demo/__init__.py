@@ -1,1 +1,1 @@
-"""Demo patients for nnhealth: a plain-numpy network with switchable training faults."""
+"""Demo patients for nnhealth: a small network (plain numpy, or the same model in PyTorch) with switchable training faults, and a learning-rate search over it."""
