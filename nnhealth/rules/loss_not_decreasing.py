@@ -51,5 +51,7 @@ def check(ctx, th: Thresholds):
         return [Detection(None, f"loss rose {-100 * improvement:.0f}% since the start", evidence,
                           advice=RISING_ADVICE)]
     if improvement < th.min_improvement:
-        return [Detection(None, f"loss improved only {100 * improvement:.1f}% since the start", evidence)]
+        message = (f"loss improved only {100 * improvement:.1f}% since the start" if improvement > 0 else
+                   f"loss has not improved since the start ({100 * improvement:+.1f}%)")
+        return [Detection(None, message, evidence)]
     return []
