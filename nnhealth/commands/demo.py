@@ -100,6 +100,8 @@ def _run(args) -> int:
     with Monitor(logdir=logdir, every=args.every, num_classes=spec.fault.num_classes) as mon:
         result = network.train(spec, observer=mon, seed=args.seed, steps=args.steps)
     sys.stderr.flush()
+    if not any(f.severity != "info" for f in mon.findings):
+        print("nnhealth: no warnings - this run looks healthy.")
     stop = f", stopped early ({result.stopped})" if result.stopped else ""
     print(f"\ntrained {result.steps} steps in {time.perf_counter() - start:.1f}s{stop}: "
           f"train accuracy {result.train_acc:.2f}, validation accuracy {result.val_acc:.2f}")
