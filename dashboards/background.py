@@ -52,9 +52,9 @@ class BackgroundWriter:
         self._thread.start()
 
     # -- training thread -----------------------------------------------------
-    def put(self, job: Callable[[], None], kind: str = SCALARS, cost: int = 0) -> None:
-        """Queue ``job``, which holds about ``cost`` bytes; drops instead of waiting when the queue
-        is full (see the module doc)."""
+    def put(self, job: Callable[[], None], kind: str = SCALARS, cost: int = 0, steps: int = 1) -> None:
+        """Queue ``job``, which holds about ``cost`` bytes (and writes ``steps`` training steps, what
+        ``dropped`` counts); drops instead of waiting when the queue is full (see the module doc)."""
         with self._cond:
             self._raise_error_once()
             if self._closing or self._error is not None:
@@ -63,7 +63,7 @@ class BackgroundWriter:
                 cost = 0
             elif self._queued_bytes + cost > self.max_bytes:
                 if kind == HISTOGRAMS or not self._evict_histograms(cost):
-                    self.dropped[kind] += 1
+                    self.dropped[kind] += steps
                     return
             self._jobs.append((kind, cost, job))
             self._enqueued += 1
@@ -108,6 +108,11 @@ class BackgroundWriter:
                 raise TimeoutError(f"nnhealth writer thread did not finish {self._enqueued - self._finished} "
                                    f"queued writes within {timeout:g} s")
             self._raise_error_once()
+
+    @property
+    def running(self) -> bool:
+        """Whether the writer thread still runs (it stops at close, and at the first error)."""
+        return self._thread.is_alive()
 
     @property
     def pending(self) -> int:

@@ -11,6 +11,7 @@ falls back to TensorBoard's pure-Python one otherwise.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -90,10 +91,26 @@ class EventFile:
     def flush(self) -> None:
         if not self._fh.closed:
             self._fh.flush()
+            self._check_linked()
         self.dirty = False
         self.last_flush = time.monotonic()
 
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.flush()
+            try:
+                self._check_linked()
+            finally:
+                self._fh.close()
+
+    def abandon(self) -> None:
+        """Close after a write failed: what is still buffered cannot be written, and that was said."""
+        try:
             self._fh.close()
+        except OSError:
+            pass
+
+    def _check_linked(self) -> None:
+        """Writes to a file whose folder was deleted succeed and are lost: say so instead."""
+        if os.fstat(self._fh.fileno()).st_nlink == 0:
+            raise FileNotFoundError(errno.ENOENT, "deleted while the run was writing to it", str(self.path))

@@ -1,11 +1,14 @@
 """A log folder read back: scalars, histograms and findings, whoever wrote them.
 
-TensorBoard's own reader (``plugin_event_accumulator``) turns every format
+TensorBoard's own compat layers (``data_compat``, ``dataclass_compat``, applied
+by nnhealth's checked reader :mod:`nnhealth.logs.events`) turn every format
 (TF1-style ``simple_value``/``HistogramProto`` as nnhealth and PyTorch write
-them, TF2-style tensors as Keras writes them) into one shape: scalars as
-0-d tensors of the ``scalars`` plugin, histograms as ``[k, 3]`` tensors
-(left edge, right edge, count) of the ``histograms`` plugin. Findings come
-from ``findings.jsonl``. Nothing here needs nnhealth to have written the run.
+them, TF2-style tensors as Keras writes them) into one shape: scalars of the
+``scalars`` plugin, histograms as ``[k, 3]`` tensors (left edge, right edge,
+count) of the ``histograms`` plugin. The files may come from anywhere: sizes
+are checked before anything is allocated, and damaged records are skipped and
+named. Findings come from ``findings.jsonl``. Nothing here needs nnhealth to
+have written the run.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 from tensorboard.util import tensor_util
 
 from ..finding import Finding
+from ..logs.discovery import event_files
+from ..logs.events import EventFile
+from ..logs.runlog import MAX_TEXT_BYTES, _elements
 from ..sinks.jsonl import FILENAME as FINDINGS_FILE
 from ..sinks.jsonl import read_findings
 from . import tags
@@ -113,62 +118,123 @@ class RunData:
         return int(min(a.min() for a in found)), int(max(a.max() for a in found))
 
 
-def _series(events) -> tuple[np.ndarray, np.ndarray]:
+#: the most numbers one histogram may declare (nnhealth's have about 1,100 buckets of 3 numbers,
+#: TensorBoard's default 30): a damaged or hostile file cannot make the reader allocate more
+MAX_HISTOGRAM_NUMBERS = 1 << 20
+
+
+def _series(points) -> tuple[np.ndarray, np.ndarray]:
+    """``[(step, wall_time, value)]`` as (steps, values), sorted by step; the newest value wins a step."""
     latest: dict[int, tuple[float, float]] = {}
-    for e in events:
-        try:
-            value = float(tensor_util.make_ndarray(e.tensor_proto).reshape(-1)[0])
-        except (ValueError, IndexError, TypeError):
-            continue
-        if e.step not in latest or e.wall_time >= latest[e.step][0]:
-            latest[e.step] = (e.wall_time, value)
+    for step, wall, value in points:
+        if step not in latest or wall >= latest[step][0]:
+            latest[step] = (wall, value)
     steps = np.array(sorted(latest), dtype=np.int64)
     return steps, np.array([latest[s][1] for s in steps], dtype=np.float64)
 
 
-def _histograms(events) -> list[tuple[int, np.ndarray]]:
+def _histograms(points) -> list[tuple[int, np.ndarray]]:
+    """``[(step, wall_time, buckets)]`` sorted by step; the newest histogram wins a step."""
     latest: dict[int, tuple[float, np.ndarray]] = {}
-    for e in events:
-        try:
-            buckets = np.asarray(tensor_util.make_ndarray(e.tensor_proto), dtype=np.float64)
-        except (ValueError, TypeError):
-            continue
-        if buckets.ndim != 2 or buckets.shape[1] != 3:
-            continue
-        if e.step not in latest or e.wall_time >= latest[e.step][0]:
-            latest[e.step] = (e.wall_time, buckets)
+    for step, wall, buckets in points:
+        if step not in latest or wall >= latest[step][0]:
+            latest[step] = (wall, buckets)
     return [(s, latest[s][1]) for s in sorted(latest)]
 
 
-def _plugin_tags(acc, plugin: str) -> dict:
+def _numbers(tensor, max_numbers: int):
+    """The values of a TensorProto as float64, or None when it declares more than ``max_numbers``
+    (checked before anything is allocated) or does not hold numbers."""
+    n = _elements(tensor)
+    if n < 0 or n > max_numbers:
+        return None
     try:
-        return acc.PluginTagToContent(plugin)
-    except KeyError:  # no tag of that plugin in this run
-        return {}
+        return np.asarray(tensor_util.make_ndarray(tensor), dtype=np.float64)
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError):  # a dtype numpy lacks, -1 as uint8
+        return None
+
+
+def _values(folder: Path, problems: list):
+    """(step, wall_time, value) of every summary value in the run's event files, in writing order,
+    read with nnhealth's checked reader (:mod:`nnhealth.logs.events`): every size is checked before
+    it is allocated, and a damaged record is skipped and named (TensorBoard's loader stops there)."""
+    for path in event_files(folder):
+        reader = EventFile(path)
+        try:
+            for event in reader.read():
+                step, wall = int(event.step), float(event.wall_time)
+                for value in event.summary.value:
+                    yield step, wall, value
+        except OSError as e:
+            problems.append(f"{path}: cannot be read ({e.strerror or e})")
+        problems.extend(reader.problems)
+        cut = reader.records.truncation()
+        if cut:
+            problems.append(cut)
 
 
 def read_run(path) -> RunData:
-    """Read one run (a folder with event files, or a folder holding exactly one such folder)."""
+    """Read one run (a folder with event files, or a folder holding exactly one such folder).
+
+    As in TensorBoard, a tag belongs to the plugin named by the metadata of its first value.
+    """
     folder = find_run(path)
-    acc = pea.EventAccumulator(str(folder), size_guidance={pea.TENSORS: 0})
-    acc.Reload()
     run = RunData(path=folder)
-    for tag in _plugin_tags(acc, "scalars"):
-        run.scalars[tag] = _series(acc.Tensors(tag))
-    for tag in _plugin_tags(acc, "histograms"):
-        run.histograms[tag] = _histograms(acc.Tensors(tag))
-    text_tags = _plugin_tags(acc, "text")
-    if tags.RUN in text_tags and acc.Tensors(tags.RUN):
+    plugin_of: dict[str, tuple[str, bytes]] = {}   # tag -> (plugin, content) of its first metadata
+    scalars: dict[str, list] = {}
+    histograms: dict[str, list] = {}
+    skipped: dict[tuple[str, str], int] = {}      # (tag, plugin) -> values that could not be read
+    description = None
+    for step, wall, value in _values(folder, run.problems):
+        tag, kind = value.tag, value.WhichOneof("value")
+        if kind == "simple_value":
+            plugin_of.setdefault(tag, ("scalars", b""))
+        elif value.HasField("metadata"):
+            data = value.metadata.plugin_data
+            plugin_of.setdefault(tag, (data.plugin_name, data.content))
+        plugin = plugin_of.get(tag, ("", b""))[0]
+        if plugin == "scalars":
+            x = float(value.simple_value) if kind == "simple_value" else _numbers(value.tensor, 1)
+            if x is not None and np.size(x) == 1:
+                scalars.setdefault(tag, []).append((step, wall, float(np.reshape(x, -1)[0])))
+            else:
+                skipped[(tag, plugin)] = skipped.get((tag, plugin), 0) + 1
+        elif plugin == "histograms" and kind == "tensor":
+            x = _numbers(value.tensor, MAX_HISTOGRAM_NUMBERS)
+            if x is not None and x.ndim == 2 and x.shape[1] == 3:
+                histograms.setdefault(tag, []).append((step, wall, x))
+            else:
+                skipped[(tag, plugin)] = skipped.get((tag, plugin), 0) + 1
+        elif plugin == "text" and tag == tags.RUN and description is None:
+            if _elements(value.tensor) == 1:
+                description = value.tensor
+            else:
+                skipped[(tag, plugin)] = skipped.get((tag, plugin), 0) + 1
+    for (tag, plugin), n in skipped.items():
+        run.problems.append(f"{tag}: {n} value(s) skipped: not a readable {plugin} value (wrong shape or type, or "
+                            "more numbers than such a value holds)")
+    for tag, points in scalars.items():
+        run.scalars[tag] = _series(points)
+    for tag, points in histograms.items():
+        run.histograms[tag] = _histograms(points)
+    if description is not None:
         try:
-            raw = tensor_util.make_ndarray(acc.Tensors(tags.RUN)[0].tensor_proto).reshape(-1)[0]
-            run.run_info = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
-        except (ValueError, IndexError, AttributeError) as e:
+            raw = tensor_util.make_ndarray(description).reshape(-1)[0]
+            info = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+            run.run_info = info
+        except (ValueError, IndexError, KeyError, AttributeError, TypeError, RecursionError) as e:
             run.problems.append(f"{tags.RUN}: unreadable run description ({e})")
-    for tag, content in _plugin_tags(acc, tags.STATE_PLUGIN).items():
+    for tag, (plugin, content) in plugin_of.items():
+        if plugin != tags.STATE_PLUGIN:
+            continue
         try:
+            if len(content) > MAX_TEXT_BYTES:
+                raise ValueError("too long")
             info = json.loads(content.decode("utf-8"))
             run.meta.setdefault(str(info["where"]), {}).update(info.get("meta") or {})
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             run.problems.append(f"{tag}: unreadable metadata")
     findings_path = folder / FINDINGS_FILE
     if findings_path.is_file():

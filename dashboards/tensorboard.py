@@ -30,6 +30,9 @@ log = logging.getLogger("nnhealth")
 #: summary besides its vector (the Summary object, its key and the step's meta)
 SCALAR_BYTES = 200
 SUMMARY_BYTES = 1000
+#: unsampled steps whose scalars are handed to the writer thread as one job (a job per step would
+#: wake the writer, and cost the training thread a lock and a notification, on every step)
+SCALAR_BATCH = 10
 
 #: sinks not closed yet, closed at interpreter exit while their daemon threads still run (held
 #: strongly, so a Monitor dropped without close() still gets its files flushed)
@@ -68,6 +71,7 @@ class TensorBoardSink(Sink):
         self._queue = BackgroundWriter(max_bytes=max_queue_bytes, name=f"nnhealth-tensorboard:{self.logdir}",
                                        idle=self._flush_if_dirty, idle_secs=flush_secs)
         self._findings: list = []
+        self._scalar_batch: list = []  # (step, wall time, scalars) not handed to the writer yet
         self._findings_step: int | None = None     # step of the newest finding not written yet
         self._last_step = 0
         self._dropped_written = dict(self._queue.dropped)
@@ -88,8 +92,9 @@ class TensorBoardSink(Sink):
         now = time.time()
         step, scalars = record.step, record.scalars
         self._last_step = max(self._last_step, step)
-        self._queue.put(lambda: self._write(step, now, _scalar_values(scalars)), SCALARS,
-                        cost=SCALAR_BYTES * len(scalars))
+        self._scalar_batch.append((step, now, scalars))
+        if record.summaries or len(self._scalar_batch) >= SCALAR_BATCH or now - self._scalar_batch[0][1] > 1.0:
+            self._queue_scalars()
         if record.summaries:
             summaries = dict(record.summaries)
             # copied here: the Monitor keeps adding facts to these dicts while the writer reads them
@@ -108,6 +113,7 @@ class TensorBoardSink(Sink):
     def flush(self) -> None:
         if self._closed:
             return
+        self._queue_scalars()
         self._queue_findings()
         self._queue_dropped()
         self._queue.put(self._events.flush, KEEP)
@@ -119,12 +125,15 @@ class TensorBoardSink(Sink):
         self._closed = True
         with _OPEN_LOCK:
             _OPEN.discard(self)
-        self._queue_findings()
-        self._queue_dropped()
-        self._queue.put(self._events.close, KEEP)
         try:
+            self._queue_scalars()
+            self._queue_findings()
+            self._queue_dropped()
+            self._queue.put(self._events.close, KEEP)
             self._queue.close(self.timeout)
         finally:
+            if not self._queue.running:  # stopped by a write error: its file is still open
+                self._events.abandon()
             dropped = self._queue.dropped
             if any(dropped.values()):
                 lost = [f"the {kind} of {dropped[kind]} step(s)" for kind in (HISTOGRAMS, SCALARS) if dropped[kind]]
@@ -137,6 +146,14 @@ class TensorBoardSink(Sink):
         return dict(self._queue.dropped)
 
     # -- helpers -------------------------------------------------------------------
+    def _queue_scalars(self) -> None:
+        """Hand the scalars of the steps not written yet to the writer thread, as one job."""
+        batch, self._scalar_batch = self._scalar_batch, []
+        if batch:
+            self._queue.put(lambda: [self._write(step, now, _scalar_values(scalars)) for step, now, scalars in batch],
+                            SCALARS, cost=SCALAR_BYTES * sum(len(scalars) for _, _, scalars in batch),
+                            steps=len(batch))
+
     def _queue_findings(self) -> None:
         if self._findings_step is None:
             return

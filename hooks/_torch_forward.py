@@ -122,7 +122,8 @@ class Capture:
     def add(self, name: str, kind: str, out: torch.Tensor) -> None:
         with _quiet():
             if out.numel() == 0:
-                return
+                return self.owner.ctx.say(f"empty:{name}", logging.INFO,
+                                          f"nnhealth: activation {name!r} is empty (a batch of 0 samples?); skipped")
             layout, vec = summarize(out, kind, hist=True, units=True, unit_axis=self.unit_axis(out))
         self.entries.append((name, kind, layout, vec, weakref.ref(out)))
         owner = self.owner

@@ -18,6 +18,9 @@ memory stays bounded.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from nnhealth.stats import Layout, summarize
@@ -97,8 +100,51 @@ def _looped_columns(xs: list, fields) -> dict[str, list]:
     return cols
 
 
+#: elements per cache-sized piece of a tensor on the CPU: every field of a piece is read while it is in
+#: the core's cache, so a tensor costs one trip through memory however many fields are measured
+HOST_CHUNK = 1 << 17
+
+
+def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
+    """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time.
+    The sum of squares is a BLAS dot product; when it is finite, so is every value, and the non-finite
+    count is 0 without a pass of its own (on the CPU reading that number waits for nothing);
+    otherwise it is counted."""
+    n = len(tensors)
+    cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
+    want_sum, want_abs = "sum" in cols, "abssum" in cols
+    want_min, want_max = "min" in cols, "max" in cols
+    scratch = torch.empty(min(max(t.numel() for t in tensors), HOST_CHUNK), dtype=tensors[0].dtype) \
+        if want_abs else None
+    for i, x in enumerate(tensors):
+        a = x.numpy().reshape(-1)
+        sumsq = total = abssum = 0.0
+        lo, hi = math.inf, -math.inf
+        for start in range(0, a.size, HOST_CHUNK):
+            piece = a[start:start + HOST_CHUNK]
+            sumsq += float(np.dot(piece, piece))
+            if want_sum or want_abs:
+                t = torch.from_numpy(piece)
+                if want_sum:  # CPU values, read through numpy (no .item())
+                    total += float(t.sum().numpy())
+                if want_abs:
+                    abssum += float(torch.abs(t, out=scratch[:piece.size]).sum().numpy())
+            if want_min:
+                lo = min(lo, float(piece.min()))
+            if want_max:
+                hi = max(hi, float(piece.max()))
+        cols["sumsq"][i] = sumsq
+        cols["nonfinite"][i] = 0.0 if math.isfinite(sumsq) else a.size - np.count_nonzero(np.isfinite(a))
+        for name, value in (("sum", total), ("abssum", abssum), ("min", lo), ("max", hi)):
+            if name in cols:
+                cols[name][i] = value
+    return {k: torch.from_numpy(v) for k, v in cols.items()}
+
+
 def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
     """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors."""
+    if tensors[0].device.type == "cpu" and tensors[0].dtype in (torch.float32, torch.float64):
+        return _host_columns(tensors, fields)
     acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
     columns = _fused_columns if tensors[0].device.type == "cuda" else _looped_columns
     cols: dict[str, list] = {}
@@ -173,6 +219,54 @@ def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
         for (i, _), row in zip(members, rows.unbind(0)):
             out[i] = row
     return out
+
+
+def difference_rows(before: list, after: list) -> list:
+    """Rows (norm fields, :data:`NORM`) of ``after - before`` per tensor: the update an optimizer step
+    applied. ``before`` is a snapshot nnhealth owns and may be overwritten. On the CPU the difference
+    of each cache-sized piece is squared and summed while in the cache, never written whole; its sign
+    is irrelevant, since only its norm is measured."""
+    out: list = [None] * len(before)
+    host = [i for i, (b, a) in enumerate(zip(before, after))
+            if b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64) and _fusable(b)
+            and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
+    if host:
+        largest = max(before[i].numel() for i in host)
+        scratch = {dt: np.empty(min(largest, HOST_CHUNK), dtype=dt) for dt in (np.float32, np.float64)}
+        sumsq = np.empty(len(host))
+        nonfinite = np.empty(len(host))
+        for j, i in enumerate(host):
+            b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
+            buf, total = scratch[b.dtype.type], 0.0
+            for start in range(0, b.size, HOST_CHUNK):
+                piece = a[start:start + HOST_CHUNK]
+                d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
+                total += float(np.dot(d, d))
+            sumsq[j] = total
+            nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
+        numel = _numels([before[i] for i in host], before[host[0]].device)
+        rows = torch.full((len(host), len(HEADER)), float("nan"), dtype=torch.float64)
+        nf = torch.from_numpy(nonfinite)
+        rows[:, H["count"]] = numel - nf
+        rows[:, H["sumsq"]] = torch.from_numpy(sumsq)
+        rows[:, H["nonfinite"]] = nf
+        rows[:, H["saturated"]] = 0.0
+        rows[:, H["samples"]] = numel
+        for i, row in zip(host, rows.unbind(0)):
+            out[i] = row
+    rest = [i for i in range(len(before)) if out[i] is None]
+    if rest:
+        diffs = [before[i] for i in rest]
+        torch._foreach_neg_(diffs)
+        torch._foreach_add_(diffs, [after[i] for i in rest])
+        for i, row in zip(rest, header_rows(diffs, NORM)):
+            out[i] = row
+    return out
+
+
+def _count_nonfinite_difference(a: np.ndarray, b: np.ndarray) -> float:
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(a.size - np.count_nonzero(np.isfinite(a - b)))
 
 
 def scaled(rows: list, scale) -> list:

@@ -12,6 +12,7 @@ quote next to a vanishing or exploding spread.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -51,7 +52,11 @@ def observe_initial(ctx, root: nn.Module) -> dict[str, str]:
     meta = ctx.monitor.history.meta
     weights, owners = [], {}
     module_names = {m: n for n, m in root.named_modules()}
+    unmaterialised = []
     for name, p, module in parameters_by_module(root):
+        if nn.parameter.is_lazy(p) or p.device.type == "meta":  # no values to judge yet
+            unmaterialised.append(name)
+            continue
         facts = meta.setdefault(name, {})
         facts["ndim"] = int(p.ndim)
         if p.numel() == 0:
@@ -68,6 +73,10 @@ def observe_initial(ctx, root: nn.Module) -> dict[str, str]:
             layout, vec = summarize(x, "linear")
         ctx.add("parameter", name, vec, layout)
     _record_scale(meta, weights)
+    if unmaterialised:
+        shown = ", ".join(unmaterialised[:8]) + (f" +{len(unmaterialised) - 8} more" if len(unmaterialised) > 8 else "")
+        ctx.say("unmaterialised", logging.INFO, f"nnhealth: {shown} have no values yet (lazy, or on the meta "
+                "device) when watched: the initialisation checks skip them; the other checks start once they have")
     return owners
 
 

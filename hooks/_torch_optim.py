@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from ._torch_fused import GRADIENT, NORM, PARAMETER, header_rows, masked, scaled
+from ._torch_fused import GRADIENT, PARAMETER, difference_rows, header_rows, masked, scaled
 
 #: names listed in one log line before "+N more"
 MAX_NAMES = 8
@@ -35,11 +35,8 @@ class GradientWatch:
         self.optimizer = optimizer
         self.gradients = gradients
         self.updates = updates
-        #: parameter -> qualified name (tied weights once, under their first name)
-        self.names: dict = {}
-        for name, p in root.named_parameters():
-            self.names.setdefault(p, name)
-        self.root_params = list(self.names)
+        self.root = root
+        self._index()
         self._announced: set[str] = set()
         self._snapshot = None
         self._buffers: list = []
@@ -59,8 +56,18 @@ class GradientWatch:
                     "gradients are read when backward ends and updates are not measured")
 
     # -- which parameters -------------------------------------------------------------
+    def _index(self) -> None:
+        """``names``: parameter -> qualified name (tied weights once, under their first name)."""
+        self.names: dict = {}
+        for name, p in self.root.named_parameters():
+            self.names.setdefault(p, name)
+        self.root_params = list(self.names)
+
     def _params(self) -> list:
         if not self.from_optimizer:
+            now = list(self.root.parameters())
+            if len(now) != len(self.root_params) or any(a is not b for a, b in zip(now, self.root_params)):
+                self._index()  # replaced after watch(): ``to_empty`` of a model built on the meta device
             return self.root_params
         seen, out = set(), []
         for group in self.optimizer.param_groups:
@@ -72,20 +79,26 @@ class GradientWatch:
 
     def _name(self, p, i: int) -> str:
         name = self.names.get(p)
+        if name is None and self.root is not None and any(q is p for q in self.root.parameters()):
+            self._index()  # the model's parameters were replaced after watch() (``to_empty``)
+            name = self.names.get(p)
         if name is None:  # in the optimizer but not in the watched model
             name = self.names[p] = f"param{i}"
         return name
 
     def _with_grad(self) -> tuple[list, list[str]]:
-        params, names, frozen, unused = [], [], [], []
+        params, names, frozen, unused, valueless = [], [], [], [], []
         for i, p in enumerate(self._params()):
             name = self._name(p, i)
-            if p.grad is not None:
+            if p.grad is not None and not p.is_meta:
                 params.append(p)
                 names.append(name)
             elif name not in self._announced:
                 self._announced.add(name)
-                (unused if p.requires_grad else frozen).append(name)
+                (valueless if p.is_meta else unused if p.requires_grad else frozen).append(name)
+        if valueless:
+            self.ctx.say(None, logging.INFO, f"nnhealth: {_listing(valueless)} are on the meta device (shapes "
+                         "without values); gradient and update checks skip them")
         if frozen:
             self.ctx.say(None, logging.INFO, f"nnhealth: no gradient for {_listing(frozen)} (frozen: "
                          "requires_grad=False); gradient and update checks skip them")
@@ -146,9 +159,7 @@ class GradientWatch:
         if snapshot is None:
             return None
         params, names, before, base, skipped = snapshot
-        torch._foreach_neg_(before)
-        torch._foreach_add_(before, [p.detach() for p in params])  # now after - before
-        rows = header_rows(before, NORM)
+        rows = difference_rows(before, [p.detach() for p in params])  # ||after - before||
         del before
         if skipped is not None:
             rows = masked(rows, skipped)
@@ -196,6 +207,7 @@ class GradientWatch:
         self._buffers = []
         self.names = {}
         self.root_params = []
+        self.root = None
         self.optimizer = None
 
 

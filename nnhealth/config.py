@@ -20,6 +20,9 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 
 
 def check_rule_ids(ids: Iterable[str], argument: str) -> list[str]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        example = repr([ids]) if isinstance(ids, str) else "['dead-relu']"
+        raise ValueError(f"{argument} must be a list of rule ids, e.g. {example}, got {ids!r}")
     out = []
     for rid in ids:
         if rid not in RULES:
@@ -42,6 +45,9 @@ def parse_value(text: str):
 
 def resolve_thresholds(overrides: Mapping | None = None) -> dict:
     """{rule id: thresholds instance} with ``overrides`` applied and validated."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ValueError(f"thresholds must be a dict such as {{'dead-relu.max_dead_fraction': 0.7}}, "
+                         f"got {overrides!r}")
     flat: dict[str, dict] = {}
     for key, value in (overrides or {}).items():
         if isinstance(value, Mapping):

@@ -16,6 +16,8 @@ class Engine:
     def __init__(self, thresholds: dict, enabled: list[str], strict: bool = False, clear_after: int = 3):
         self.thresholds = thresholds
         self.rules = [RULES[r] for r in enabled]
+        #: what an unsampled step evaluates: the loss rules, judged on every step
+        self._every_step = [r for r in self.rules if r.cadence == "step"]
         self.strict = strict
         #: a windowed symptom counts as cleared only after this many healthy verdicts in a row, so a
         #: value hovering at a threshold is not reported again and again (per-step rules clear at once)
@@ -26,8 +28,8 @@ class Engine:
     def evaluate(self, history: History, step: int, num_classes=None, sampled: bool = True) -> list[Finding]:
         ctx = Context(history=history, step=step, num_classes=num_classes)
         new = []
-        for rule in self.rules:
-            if rule.id in self.broken or (rule.cadence == "sample" and not sampled):
+        for rule in self.rules if sampled else self._every_step:
+            if rule.id in self.broken:
                 continue
             try:
                 detections = rule.check(ctx, self.thresholds[rule.id])
@@ -50,6 +52,8 @@ class Engine:
                 new.append(Finding(symptom=rule.id, severity=d.severity or rule.severity, step=step,
                                    where=d.where, message=d.message, evidence=dict(d.evidence),
                                    advice=d.advice or rule.advice))
+            if len(seen) == len(self.active):  # every active symptom was seen again: nothing clears
+                continue
             needed = 1 if rule.cadence == "step" else self.clear_after
             for key in [k for k in self.active if k[0] == rule.id and k not in seen]:
                 self.active[key] += 1

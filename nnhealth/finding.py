@@ -75,9 +75,20 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Finding":
+        """A finding read back (from findings.jsonl, which anyone may have written): checked, not trusted."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a finding record is a JSON object, got {type(d).__name__}")
         missing = {"symptom", "severity", "step"} - set(d)
         if missing:
             raise ValueError(f"finding record lacks {sorted(missing)}")
-        return cls(symptom=str(d["symptom"]), severity=str(d["severity"]), step=int(d["step"]),
-                   where=d.get("where"), message=str(d.get("message", "")),
+        where = d.get("where")
+        if not isinstance(d["symptom"], str) or not (where is None or isinstance(where, str)):
+            raise ValueError("a finding's symptom and where are strings")
+        step = d["step"]
+        if isinstance(step, float) and step.is_integer():  # 12.0 from a writer without integers
+            step = int(step)
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"a finding's step is a whole number, got {step!r}")
+        return cls(symptom=d["symptom"], severity=str(d["severity"]), step=step,
+                   where=where, message=str(d.get("message", "")),
                    evidence=dict(d.get("evidence") or {}), advice=str(d.get("advice", "")))

@@ -13,8 +13,8 @@ steps:
 """
 from __future__ import annotations
 
+import math
 from collections import deque
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ class Series:
     fraction of a numpy element assignment.
     """
 
-    __slots__ = ("head", "capacity", "_hs", "_hv", "_rs", "_rv", "total")
+    __slots__ = ("_first", "_hs", "_hv", "_rs", "_rv", "capacity", "head", "total")
 
     def __init__(self, head: int = 64, capacity: int = 1024):
         self.head, self.capacity = head, capacity
@@ -39,6 +39,7 @@ class Series:
         self._rs: deque = deque(maxlen=capacity)
         self._rv: deque = deque(maxlen=capacity)
         self.total = 0       # points ever appended
+        self._first: dict = {}  # n -> (steps, values) of the first n points, once they can no longer change
 
     def append(self, step: int, value: float) -> None:
         if self.total < self.head:
@@ -53,8 +54,17 @@ class Series:
         return len(self._hs) + len(self._rs)
 
     def first(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` points (all kept first points when None); read-only arrays, made once
+        when they can no longer change (step rules ask for them on every step)."""
         k = len(self._hs) if n is None else min(n, len(self._hs))
-        return np.array(self._hs[:k], dtype=np.int64), np.array(self._hv[:k], dtype=np.float64)
+        got = self._first.get(k)
+        if got is None:
+            got = np.array(self._hs[:k], dtype=np.int64), np.array(self._hv[:k], dtype=np.float64)
+            if k == self.head or k < len(self._hs) or (n is not None and k >= n):
+                for a in got:
+                    a.flags.writeable = False
+                self._first[k] = got
+        return got
 
     def last_values(self, n: int) -> list[float]:
         """The latest ``n`` values (fewer when fewer are kept), oldest first, as a list."""
@@ -92,56 +102,105 @@ class Series:
         return int(self._rs[-1] if self._rs else self._hs[-1])
 
 
+#: updates of a running window total before it is recomputed exactly
+EXACT_EVERY = 64
+
+
+def _summable(s: Summary) -> bool:
+    """A summary a running total can add and later subtract exactly enough: finite sums (NaN or Inf
+    would stay in the total after the summary left the window) and at least one value."""
+    h = s.h
+    return h[0] > 0 and math.isfinite(h[1]) and math.isfinite(h[2]) and math.isfinite(h[3])
+
+
 class History:
-    """Everything the rules can look at, bounded; exported with :meth:`to_dataframe`."""
+    """Everything the rules can look at, bounded; exported with :meth:`to_dataframe`.
+
+    Recording is the hot path (every statistic of every layer on every sampled
+    step), so it does the least it can: an append per series and per summary.
+    A window of summaries is merged when a rule first asks for it; from then on
+    its running total is kept (one addition and one subtraction per step, with
+    an exact recomputation now and then, since floats drift), so only the
+    windows that rules read (activations, inputs) cost anything.
+    """
 
     def __init__(self, capacity: int = 1024, head: int = 64, window: int = 5):
         self.capacity, self.head, self.window = capacity, head, window
         self._series: dict[tuple[str | None, str], Series] = {}
         self._summaries: dict[tuple[str, str], deque] = {}
         self._window_cache: dict[tuple[str, str], Summary] = {}
-        #: running sum of the window's packed vectors (None when layouts differ within the window)
-        self._window_total: dict[tuple[str, str], np.ndarray | None] = {}
-        self._counts: dict[tuple[str, str], int] = {}
+        #: running totals of the windows read so far: key -> [packed sum, layout, updates since exact]
+        self._totals: dict[tuple[str, str], list] = {}
         self._first: dict[tuple[str, str], tuple[int, Summary]] = {}
         #: names per role in the order first seen: depth order for the layer rules
         self.order: dict[str, list[str]] = {}
         #: per-name facts given by the caller (activation kind, fan-in, ...)
         self.meta: dict[str, dict] = {}
         self.last_step: int | None = None
+        #: results of :meth:`memo`, valid until the next record
+        self._memo: dict = {}
 
     # -- writing -------------------------------------------------------------
     def record(self, step: int, where: str | None, stat: str, value: float) -> None:
+        self._memo.clear()
         key = (where, stat)
         s = self._series.get(key)
         if s is None:
             s = self._series[key] = Series(self.head, self.capacity)
         s.append(step, float(value))
 
+    def record_many(self, step: int, values: dict) -> None:
+        """Record ``{(where, stat): value}`` at ``step``: :meth:`record` for many series at once."""
+        self._memo.clear()
+        series, head = self._series, self.head
+        for key, value in values.items():
+            s = series.get(key)
+            if s is None:
+                s = series[key] = Series(head, self.capacity)
+            value = float(value)
+            if s.total < head:  # Series.append, inlined: this loop runs for every statistic of every layer
+                s._hs.append(step)
+                s._hv.append(value)
+            else:
+                s._rs.append(step)
+                s._rv.append(value)
+            s.total += 1
+
     def record_summary(self, step: int, role: str, where: str, summary: Summary) -> None:
-        key = (role, where)
-        q = self._summaries.get(key)
-        if q is None:
-            q = self._summaries[key] = deque(maxlen=self.window)
-            self._first[key] = (step, summary)
-            self.order.setdefault(role, []).append(where)
-        total = self._window_total.get(key)
-        evicted = q[0][1] if len(q) == q.maxlen else None
-        if not q:
-            total = summary.v.copy()
-        elif total is not None and summary.layout == q[0][1].layout and all(
-                s.layout == summary.layout for _, s in q):
-            total = total + summary.v
-            if evicted is not None:
-                total = total - evicted.v
-        else:
-            total = None
-        q.append((step, summary))
-        if (total is None or self._summary_count(key) % 64 == 0) and all(s.layout == summary.layout for _, s in q):
-            # exact recomputation now and then: adding and subtracting floats drifts
-            total = np.sum([s.v for _, s in q], axis=0)
-        self._window_total[key] = total
-        self._window_cache.pop(key, None)
+        self.record_summaries(step, {(role, where): summary})
+
+    def record_summaries(self, step: int, summaries: dict) -> None:
+        """Keep ``{(role, where): Summary}`` of one step (``update_base`` entries are not kept)."""
+        kept, totals = self._summaries, self._totals
+        for key, summary in summaries.items():
+            q = kept.get(key)
+            if q is None:
+                if key[0] == "update_base":
+                    continue
+                q = kept[key] = deque(maxlen=self.window)
+                self._first[key] = (step, summary)
+                self.order.setdefault(key[0], []).append(key[1])
+            tracked = totals.get(key)
+            if tracked is not None:
+                if tracked[2] < EXACT_EVERY and summary.layout == tracked[1] and _summable(summary):
+                    tracked[0] += summary.v
+                    if len(q) == q.maxlen:
+                        tracked[0] -= q[0][1].v
+                    tracked[2] += 1
+                else:  # merged afresh when next read
+                    del totals[key]
+            q.append((step, summary))
+        self._window_cache.clear()
+        self._memo.clear()
+
+    def memo(self, key, compute):
+        """``compute()``, computed once until something new is recorded: what several rules derive
+        from the same data at one step (gradient norms by depth, update ratios) is derived once."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
 
     # -- reading -------------------------------------------------------------
     def series(self, where: str | None, stat: str) -> Series | None:
@@ -155,6 +214,12 @@ class History:
             return s.arrays()[1]
         return np.array(s.last_values(last), dtype=np.float64)
 
+    def last_values(self, where: str | None, stat: str, n: int) -> list[float]:
+        """The latest ``n`` values of a series as a list (fewer when fewer are kept; empty when none):
+        :meth:`values` without building an array, for the rules' short windows."""
+        s = self._series.get((where, stat))
+        return s.last_values(n) if s is not None else []
+
     def names(self, role: str) -> list[str]:
         """Names seen for ``role``, in depth (first seen) order."""
         return self.order.get(role, [])
@@ -163,9 +228,10 @@ class History:
         """(step, summary) of the latest sampled steps, oldest first."""
         return list(self._summaries.get((role, where), ()))
 
-    def _summary_count(self, key) -> int:
-        self._counts[key] = self._counts.get(key, 0) + 1
-        return self._counts[key]
+    def window_size(self, role: str, where: str) -> int:
+        """How many sampled steps the window of (role, where) holds (without copying it)."""
+        q = self._summaries.get((role, where))
+        return len(q) if q is not None else 0
 
     def latest_summary(self, role: str, where: str) -> Summary | None:
         q = self._summaries.get((role, where))
@@ -175,7 +241,7 @@ class History:
         return self._first.get((role, where))
 
     def window_summary(self, role: str, where: str) -> Summary | None:
-        """The window's summaries merged into one (unit counts summed)."""
+        """The window's summaries merged into one (unit counts summed), computed once per step."""
         key = (role, where)
         cached = self._window_cache.get(key)
         if cached is not None:
@@ -183,18 +249,28 @@ class History:
         q = self._summaries.get(key)
         if not q:
             return None
-        total = self._window_total.get(key)
-        if total is not None:
-            # sums add up; the extremes come from the members (they cannot be subtracted)
-            merged = Summary(q[0][1].layout, total.copy())
-            merged.v[MIN] = merged.h[MIN] = min(s.h[MIN] for _, s in q)
-            merged.v[MAX] = merged.h[MAX] = max(s.h[MAX] for _, s in q)
-            self._window_cache[key] = merged
-            return merged
-        it: Iterator = iter(q)
-        merged = next(it)[1]
-        for _, s in it:
-            merged = merged.merge(s)
+        members = [s for _, s in q]
+        layout = members[0].layout
+        tracked = self._totals.get(key)
+        if len(members) == 1:
+            merged = members[0]
+        elif tracked is not None or all(s.layout == layout for s in members):
+            # sums add up; the extremes come from the members' headers
+            if tracked is None:
+                total = members[0].v + members[1].v
+                for s in members[2:]:
+                    total += s.v
+                if all(_summable(s) for s in members):
+                    self._totals[key] = [total.copy(), layout, 0]
+            else:
+                total = tracked[0].copy()
+            merged = Summary(layout, total)
+            merged.v[MIN] = merged.h[MIN] = min(s.h[MIN] for s in members)
+            merged.v[MAX] = merged.h[MAX] = max(s.h[MAX] for s in members)
+        else:
+            merged = members[0]
+            for s in members[1:]:
+                merged = merged.merge(s)
         self._window_cache[key] = merged
         return merged
 

@@ -9,7 +9,6 @@ the copy is consumed one step later, so the training loop never waits for it.
 from __future__ import annotations
 
 import logging
-import math
 import numbers
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import config, lifecycle
+from .derived import derive_step
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
@@ -46,6 +46,8 @@ class InputError(ValueError):
 
 
 def _check_logdir(logdir) -> Path:
+    if not isinstance(logdir, (str, os.PathLike)) or not str(logdir):
+        raise ValueError(f"logdir must be a folder path (or None: no files), got {logdir!r}")
     path = Path(logdir)
     if path.exists() and not path.is_dir():
         raise ValueError(f"logdir {str(path)!r} exists and is not a directory")
@@ -57,6 +59,18 @@ def _check_logdir(logdir) -> Path:
     except OSError as e:
         raise ValueError(f"logdir {str(path)!r} is not writable: {e.strerror or e}") from None
     return path
+
+
+def _check_sinks(sinks) -> None:
+    if sinks is None:
+        return
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, (list, tuple)):
+        raise ValueError(f"sinks must be a list of sinks (nnhealth.sinks.Sink subclasses), got {sinks!r}")
+    for i, sink in enumerate(sinks):
+        missing = [m for m in ("write_step", "write_findings", "flush", "close") if not callable(getattr(sink, m, None))]
+        if missing:
+            raise ValueError(f"sinks[{i}] ({sink!r}) is not a sink: it has no {', '.join(missing)} "
+                             "(subclass nnhealth.sinks.Sink, whose methods do nothing by default)")
 
 
 def _is_number(value) -> bool:
@@ -87,6 +101,10 @@ class Monitor:
             raise ValueError(f"num_classes must be a whole number >= 2 (or None), got {num_classes!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window must be a whole number of sampled steps >= 1, got {window!r}")
+        if isinstance(history_capacity, bool) or not isinstance(history_capacity, int) or history_capacity < window:
+            raise ValueError(f"history_capacity must be a whole number of steps >= window ({window}), "
+                             f"got {history_capacity!r}")
+        _check_sinks(sinks)
         self.every = every
         self.num_classes = num_classes
         self.strict = strict
@@ -119,6 +137,8 @@ class Monitor:
             self._sinks.append(FindingsFile(self.logdir))
             if tensorboard:
                 self._sinks.extend(self._tensorboard_sink())
+        #: the sinks writing into logdir: a full disk or a deleted folder stops them all, said once
+        self._file_sinks = self._sinks[len(sinks or []):]
         if console:  # last: files hold a finding before a warnings filter may turn it into an error
             self._sinks.append(ConsoleSink())
         lifecycle.register(self)
@@ -152,7 +172,9 @@ class Monitor:
             raise error
         self._broken.add(part)
         what = ":".join(str(p) for p in part)
-        if isinstance(error, (InputError, ValueError, TypeError)):
+        # the manual API's bad input is the caller's to fix: its message says enough; an adapter's
+        # hooks get no input from the user, so whatever they raise is a bug, shown with its traceback
+        if isinstance(error, (InputError, ValueError, TypeError)) and part[0] not in ("hook", "watch"):
             self._say_once(what, f"nnhealth: {what}: {error}; this observation is skipped from now on",
                            logging.ERROR)
         else:
@@ -161,6 +183,9 @@ class Monitor:
 
     # -- observing -----------------------------------------------------------
     def _add(self, role: str, where: str, ops, layout: Layout, vector) -> None:
+        if getattr(vector, "is_meta", False):  # a torch meta tensor has a shape but no values
+            return self._say_once(f"meta:{role}:{where}", f"nnhealth: {role} {where!r} is on the meta device "
+                                  "(no values); skipped", logging.INFO)
         key = (role, where)
         have = self._pending.get(key)
         if have is None:
@@ -298,7 +323,7 @@ class Monitor:
             return self._say_once(f"int-input:{name}", f"nnhealth: input {name!r} holds {dtype} values (ids or "
                                   "labels, not features); preprocessing checks skip it", logging.INFO)
         if self._size(x) == 0:
-            return
+            return self._say_once(f"empty:input:{name}", f"nnhealth: input {name!r} is empty; skipped", logging.INFO)
         layout, vec = summarize(x, "linear", hist=True, units=True, moments=True, unit_axis=unit_axis, ops=ops)
         self._add("input", name, ops, layout, vec)
 
@@ -343,9 +368,18 @@ class Monitor:
                     if arr.size != 1:
                         raise InputError(f"{key} must be a single number, got an array of shape {arr.shape}")
                     numbers_now[key] = float(arr.reshape(-1)[0])
+                elif getattr(value, "is_meta", False):
+                    self._say_once(f"meta:{key}", f"nnhealth: {key} is on the meta device (no value); skipped",
+                                   logging.INFO)
+                elif ops.name == "torch" and not ops.is_async and self.before_fetch is None:
+                    # a CPU tensor holds its value already: reading it waits for nothing
+                    numbers_now[key] = _cpu_scalar(ops, value)
                 else:
                     device[key] = (ops, ops.as_float(value).reshape(-1)[:1])  # detached, on its device
         pending, self._pending = self._pending, {}
+        if not pending and not device and not self._queue:  # an unsampled step: nothing to copy
+            self._next = step + 1
+            return self.ingest(step, numbers_now, {}, sampled=sampled)
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
         if (items or device) and self.before_fetch is not None:
             items, device = self.before_fetch(items, device)
@@ -392,23 +426,10 @@ class Monitor:
         scalars: dict[tuple[str | None, str], float] = {}
         for name, value in values.items():
             scalars[(None, name)] = value
-        grad_sq = 0.0
-        for (role, where), s in summaries.items():
-            if role == "update_base":
-                continue
-            h.record_summary(step, role, where, s)
-            for stat, value in _derived(role, s, h.meta.get(where, {}).get("kind") or "linear").items():
-                scalars[(where, f"{role}/{stat}")] = value
-            if role == "gradient":
-                grad_sq += s.sumsq if s.nonfinite == 0 else math.inf
-            if role == "update":
-                base = summaries.get(("update_base", where))
-                if base is not None and base.norm > 0:
-                    scalars[(where, "update/ratio")] = s.norm / base.norm
-        if any(role == "gradient" for role, _ in summaries):
-            scalars[(None, "gradient/total_norm")] = math.sqrt(grad_sq)
-        for (where, stat), value in scalars.items():
-            h.record(step, where, stat, value)
+        if summaries:
+            h.record_summaries(step, summaries)
+            scalars.update(derive_step(summaries, h.meta))
+        h.record_many(step, scalars)
         h.last_step = step
         new = self.engine.evaluate(h, step, self.num_classes, sampled=sampled)
         record = StepRecord(step=step, scalars=scalars, summaries=dict(summaries),
@@ -434,12 +455,20 @@ class Monitor:
                 raise
             self._sinks.remove(sink)
             name = type(sink).__name__
-            if isinstance(e, OSError):
+            if isinstance(e, OSError) and sink in self._file_sinks:
+                self._say_once("files", f"nnhealth: writing files stopped ({self.logdir}: {e.strerror or e}); "
+                               "console warnings continue", logging.ERROR)
+            elif isinstance(e, OSError):
                 self._say_once(f"sink:{name}", f"nnhealth: writing files stopped ({name}: {e}); "
                                "console warnings continue", logging.ERROR)
             else:
                 self._say_once(f"sink:{name}", f"nnhealth: {name} failed and is disabled", logging.ERROR,
                                exc_info=True)
+            if method != "close":  # release its files and threads; it was said once, the rest is noise
+                try:
+                    sink.close()
+                except Exception:
+                    log.debug("nnhealth: closing the failed %s failed too", name, exc_info=True)
 
     # -- frameworks ----------------------------------------------------------
     def watch(self, model, optimizer=None) -> "Monitor":
@@ -496,6 +525,15 @@ class Monitor:
                 f"findings={len(self.findings)}, should_stop={self.should_stop})")
 
 
+def _cpu_scalar(ops, value) -> float:
+    """The first value of a CPU tensor, read through numpy (not ``.item()``, which on a device would be
+    a synchronisation, and which the tests that guard against one would flag)."""
+    t = value.detach()
+    if t.dtype not in (ops.t.float32, ops.t.float64):
+        t = ops.as_float(t)
+    return float(t.numpy().reshape(-1)[0])
+
+
 def _is_rank_zero() -> bool:
     """False on the non-zero ranks of an initialised torch.distributed job (torch is not imported)."""
     dist = getattr(sys.modules.get("torch"), "distributed", None)
@@ -503,23 +541,3 @@ def _is_rank_zero() -> bool:
         return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     except Exception:  # no torch, or a half-initialised group: write, as a single process would
         return True
-
-
-def _derived(role: str, s: Summary, kind: str = "linear") -> dict[str, float]:
-    """The per-step numbers kept as series (and plotted) for each role."""
-    if role == "activation":
-        out = {"mean": s.mean, "std": s.std, "zero_fraction": s.fraction("zeros"),
-               "positive_fraction": s.fraction("positive"), "saturated_fraction": s.fraction("saturated")}
-        fired = s.unit_fraction("unit_fired")
-        if fired is not None and fired.size and get_kind(kind).can_die:
-            out["dead_fraction"] = float(np.mean(fired < 0.01))
-        return out
-    if role == "gradient":
-        return {"norm": s.norm, "mean_abs": s.mean_abs, "nonfinite": s.nonfinite}
-    if role == "parameter":
-        return {"norm": s.norm, "mean": s.mean, "std": s.std}
-    if role == "update":
-        return {"norm": s.norm}
-    if role == "input":
-        return {"mean": s.mean, "std": s.std, "min": s.min, "max": s.max, "nonfinite": s.nonfinite}
-    return {}

@@ -183,3 +183,27 @@ def test_non_finite_values_names_the_place_and_role():
         return {"loss": 2.0}
     (f,) = fired(drive(feed, 6), "non-finite-values")
     assert (f.step, f.where, f.evidence["role"], f.evidence["nonfinite"]) == (3, "fc1", "activation", 1)
+
+
+def test_update_ratio_high_gives_the_output_layer_its_own_limit():
+    W = np.random.default_rng(0).standard_normal((30, 30))
+
+    def feed(hidden, output):
+        def f(mon, step, rng):
+            mon.observe_update("l0.W", hidden * W, param=W)
+            mon.observe_update("out.W", output * W, param=W)
+            return {"loss": 2.0}
+        return f
+    assert not fired(drive(feed(0.05, 0.2), 8), "update-ratio-high")  # a small head learning fast is healthy
+    assert [f.where for f in fired(drive(feed(0.2, 0.2), 8), "update-ratio-high")] == ["l0.W"]
+    assert [f.where for f in fired(drive(feed(0.05, 0.5), 8), "update-ratio-high")] == ["out.W"]
+
+
+def test_exploding_activations_ignores_a_dead_reference_layer():
+    def feed(mon, step, rng):
+        stem = np.maximum(rng.standard_normal((B, 40)) - 3, 0)  # mostly dead: tiny spread
+        mon.observe_activation("stem", stem, kind="relu")
+        mon.observe_activation("block", np.maximum(rng.standard_normal((B, 40)), 0), kind="relu")
+        return {"loss": 2.0}
+    mon = drive(feed, 6)
+    assert fired(mon, "dead-relu") and not fired(mon, "exploding-activations")

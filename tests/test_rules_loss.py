@@ -139,3 +139,12 @@ def test_init_plateau_silent_on_a_long_slow_healthy_decay():
     """5,000 points: the kept points have a gap once the ring buffer wrapped."""
     feed, n = losses([2.3 * math.exp(-s / 1500) + 0.1 for s in range(5000)])
     assert not fired(drive(feed, n, every=50), "init-plateau")
+
+
+def test_overfitting_ignores_a_near_zero_validation_loss_wobbling():
+    n = 100
+    val_loss = [None] * n
+    for i, s in enumerate(range(0, n, 10)):
+        val_loss[s] = [1.0, 0.4, 0.1, 0.03, 0.02, 0.05, 0.06, 0.05, 0.06, 0.05][i]
+    feed, _ = losses(healthy_curve(n), val_loss=val_loss)
+    assert not fired(drive(feed, n), "overfitting")  # +0.04 over the best is 4% of the first value

@@ -259,7 +259,8 @@ def test_sampled_steps_never_read_a_device_value_on_the_host():
     syncing = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique",
                "aten._unique2", "aten.item"}
     assert not syncing & set(log.ops)
-    assert any(op == "aten.index_add_" for op in log.ops)  # the histograms did run
+    # the histograms did run (counted by index_add_ on a device, by bincount on the CPU)
+    assert any(op in ("aten.index_add_", "aten.bincount") for op in log.ops)
     mon.step(1, loss=loss)
     mon.close()
 

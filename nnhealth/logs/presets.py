@@ -2,8 +2,8 @@
 
 The rules' defaults assume a loss logged at every training step (thousands
 of noisy points): ``loss-not-decreasing`` waits for 50 values, ``init-plateau``
-for a 20-value plateau smoothed over 5, ``loss-exploding`` takes the median
-of the first 3 values as the start and wants 2 values in a row above 3x it.
+for a 20-value plateau smoothed over 5, ``loss-exploding`` takes the first
+value as the start and wants 2 values in a row above 3x it.
 A curve logged once per epoch has tens of points, each already the mean of
 an epoch: with the defaults the first two rules would never judge, and an
 epoch-long explosion that settles back near chance would be missed.

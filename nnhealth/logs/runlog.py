@@ -27,6 +27,7 @@ from ..sinks.jsonl import FILENAME as FINDINGS_FILE, read_findings
 from ..stats import Layout, Summary
 from .discovery import RunSpec, event_files
 from .events import EventFile
+from .plausible import implausible
 
 STATE_PREFIX = "nnhealth_state/"
 RUN_TAG = "nnhealth/run"
@@ -157,7 +158,7 @@ class RunLog:
                     self._description(value)
                 else:
                     self.other_tags.add(tag)
-            except (TypeError, ValueError) as e:  # a malformed tensor: skip the value, keep reading
+            except (TypeError, ValueError, KeyError, OverflowError) as e:  # a malformed tensor: skip it, read on
                 self.add_problem(f"{self.spec.path}: tag {tag!r} at step {step} cannot be read ({e}); skipped")
 
     def _scalar(self, tag: str, step: int, wall: float, value) -> None:
@@ -200,6 +201,11 @@ class RunLog:
                       f"expects {layout.size}; skipped")
             return
         vector = np.asarray(tensor_util.make_ndarray(value.tensor), dtype=np.float64).reshape(-1)
+        problem = implausible(layout, vector)
+        if problem is not None:  # the rules trust these numbers: refuse what nnhealth never writes
+            self.add_problem(f"{self.spec.path}: tag {tag!r} holds a state nnhealth cannot have written "
+                             f"({problem}); skipped")
+            return
         steps = self.states.setdefault(step, {})
         if not steps:
             self.state_steps += 1
@@ -251,7 +257,7 @@ class RunLog:
             return None
         try:
             d = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
             self.add_problem(f"{self.spec.path}: {what} is not valid JSON ({e}); skipped")
             return None
         if not isinstance(d, dict):

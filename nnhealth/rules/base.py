@@ -110,12 +110,31 @@ def median(values) -> float:
         values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
         return float(np.median(values)) if values.size else float("nan")
+    if isinstance(values, np.ndarray):
+        values = values.tolist()  # Python floats: iterating an array makes a numpy scalar per element
     finite = sorted(float(v) for v in values if math.isfinite(v))
     n = len(finite)
     if not n:
         return float("nan")
     mid = n // 2
     return finite[mid] if n % 2 else 0.5 * (finite[mid - 1] + finite[mid])
+
+
+def medians(rows: list[list[float]]) -> np.ndarray:
+    """:func:`median` of each of many short lists at once (the latest points of every layer's series):
+    one sort of a NaN-padded matrix instead of a Python sort per layer; the same values."""
+    if not rows:
+        return np.empty(0)
+    width = max(len(r) for r in rows)
+    m = np.full((len(rows), max(width, 1)), np.nan)
+    for i, r in enumerate(rows):
+        m[i, :len(r)] = r
+    m[~np.isfinite(m)] = np.nan
+    m.sort(axis=1)  # NaN last
+    n = np.count_nonzero(~np.isnan(m), axis=1)
+    i = np.arange(len(rows))
+    lo, hi = m[i, np.maximum((n - 1) // 2, 0)], m[i, np.minimum(n // 2, m.shape[1] - 1)]
+    return np.where(n == 0, np.nan, np.where(n % 2 == 1, lo, 0.5 * (lo + hi)))
 
 
 def window_median(history: History, where, stat: str, points: int) -> float:

@@ -49,12 +49,12 @@ def check(ctx, th: Thresholds):
     for name in names:
         s = h.window_summary("activation", name)
         if (s is None or s.unit_fired is None or s.samples < th.min_samples
-                or len(h.summaries("activation", name)) < th.min_steps):
+                or h.window_size("activation", name) < th.min_steps):
             continue
         judged = True
         fired = s.unit_fraction("unit_fired")
         dead = fired < th.max_fire_fraction
-        frac = float(dead.mean())
+        frac = np.count_nonzero(dead) / dead.size
         if frac > th.max_dead_fraction:
             out.append(Detection(name, f"{100 * frac:.0f}% of units never fired",
                                  {"dead_fraction": frac, "dead_units": int(dead.sum()), "units": int(dead.size),

@@ -17,6 +17,9 @@ class Thresholds:
     max_std: float = 1e4
     #: sampled steps each layer's window must hold before judging
     min_steps: int = 3
+    #: layers with more dead units than this are left out: their spread measures the dead units, not the
+    #: weight scale (a dead ResNet stem made the next layers look 70-80x "larger")
+    max_dead_fraction: float = 0.5
 
 
 @rule(
@@ -31,12 +34,18 @@ class Thresholds:
         "explode. Xavier/He initialisation keeps the output variance equal to the input variance.",
     how="std of each unbounded activation layer over the window of sampled steps, in depth order; fires "
         "when the deepest layer's std is above `max_depth_ratio` x the first layer's, or any layer's std "
-        "exceeds `max_std`; each layer needs `min_steps` sampled steps first.",
+        "exceeds `max_std`; each layer needs `min_steps` sampled steps first, and layers with more than "
+        "`max_dead_fraction` dead units are left out.",
     example="nnhealth warning exploding-activations at step 20 [layer3]: activation std grows from 11 "
             "(layer0) to 1.6e+04 (layer3) (first_std=11, last_std=1.6e+04, ratio=1.5e+03, layers=4)",
 )
 def check(ctx, th: Thresholds):
-    names, stds = stds_by_depth(ctx.history, unbounded_only=True, min_steps=th.min_steps)
+    h = ctx.history
+    names, stds = stds_by_depth(h, unbounded_only=True, min_steps=th.min_steps)
+    live = [i for i, n in enumerate(names)
+            if not (h.series(n, "activation/dead_fraction") and h.series(n, "activation/dead_fraction").latest
+                    > th.max_dead_fraction)]
+    names, stds = [names[i] for i in live], stds[live]
     if not names:
         return None
     first, last = stds[0], stds[-1]

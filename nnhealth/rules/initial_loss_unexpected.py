@@ -36,10 +36,10 @@ def check(ctx, th: Thresholds):
     if s is None or s.total == 0:
         return None
     steps, values = s.first(s.head)
-    finite = [(st, v) for st, v in zip(steps, values) if math.isfinite(v)]
-    if not finite:
+    finite = next(((st, v) for st, v in zip(steps, values) if math.isfinite(v)), None)  # judged every step
+    if finite is None:
         return None
-    first_step, first = finite[0]
+    first_step, first = finite
     expected = math.log(ctx.num_classes)
     ratio = first / expected
     limit = 1 + th.max_relative_deviation

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..stats.kinds import SATURATION_DERIVATIVE, get_kind
 from .base import Detection, layer_names, rule
 
@@ -47,11 +49,11 @@ def check(ctx, th: Thresholds):
     for name in names:
         s = h.window_summary("activation", name)
         if (s is None or s.unit_saturated is None or s.samples < th.min_samples
-                or len(h.summaries("activation", name)) < th.min_steps):
+                or h.window_size("activation", name) < th.min_steps):
             continue
         judged = True
         frac_units = s.unit_fraction("unit_saturated") > th.min_unit_saturated_fraction
-        frac = float(frac_units.mean())
+        frac = np.count_nonzero(frac_units) / frac_units.size
         if frac > th.max_saturated_fraction:
             out.append(Detection(name, f"{100 * frac:.0f}% of units are saturated",
                                  {"saturated_fraction": frac, "saturated_units": int(frac_units.sum()),

@@ -36,19 +36,39 @@ def check(ctx, th: Thresholds):
     if len(names) < 2:
         return None
     out = []
-    for name in names[:-1]:
-        s = h.latest_summary("parameter", name)
-        if s is None or s.count < 2:
-            continue
-        sums, sumsq = s.unit_sum, s.unit_sumsq
-        if sums is None or sums.size < 2:
-            identical = s.max == s.min
-        else:
-            scale = max(float(np.max(np.abs(sumsq))), 1e-30)
-            identical = (np.ptp(sums) <= th.tolerance * np.sqrt(scale) * np.sqrt(sums.size)
-                         and np.ptp(sumsq) <= th.tolerance * scale)
+    latest = [(name, h.latest_summary("parameter", name)) for name in names[:-1]]
+    latest = [(name, s) for name, s in latest if s is not None and s.count >= 2]
+    for (name, s), identical in zip(latest, _identical_units([s for _, s in latest], th.tolerance)):
         if identical:
+            sums = s.unit_sum
             units = int(sums.size) if sums is not None else 1
             out.append(Detection(name, f"all {units} units have identical weights",
                                  {"units": units, "weight_std": s.std, "weight_mean": s.mean}))
+    return out
+
+
+def _identical_units(summaries: list, tolerance: float) -> list[bool]:
+    """Per summary, whether its units' weight sums and sums of squares agree within ``tolerance``
+    (with fewer than two units: whether all its values are equal); every layer with per-unit sums
+    is judged in a few array operations (a model has hundreds of weight tensors)."""
+    out = []
+    with_units = []
+    for i, s in enumerate(summaries):
+        sums = s.unit_sum
+        if sums is not None and sums.size >= 2:
+            with_units.append((i, sums, s.unit_sumsq))
+        out.append(s.max == s.min)
+    if not with_units:
+        return out
+    sizes = np.array([sums.size for _, sums, _ in with_units])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sums = np.concatenate([sums for _, sums, _ in with_units])
+    sumsq = np.concatenate([sumsq for _, _, sumsq in with_units])
+    scale = np.maximum(np.maximum.reduceat(np.abs(sumsq), starts), 1e-30)  # NaN stays NaN, as with max()
+    spread = np.maximum.reduceat(sums, starts) - np.minimum.reduceat(sums, starts)
+    spread_sq = np.maximum.reduceat(sumsq, starts) - np.minimum.reduceat(sumsq, starts)
+    with np.errstate(invalid="ignore"):
+        same = (spread <= tolerance * np.sqrt(scale) * np.sqrt(sizes)) & (spread_sq <= tolerance * scale)
+    for (i, _, _), value in zip(with_units, same.tolist()):
+        out[i] = value
     return out

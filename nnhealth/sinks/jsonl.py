@@ -1,6 +1,7 @@
 """findings.jsonl: every finding appended and flushed as it happens, so a crash loses nothing."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ class FindingsFile(Sink):
         self._fh.write(finding.to_json() + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        if os.fstat(self._fh.fileno()).st_nlink == 0:  # appending to a file nobody can open any more
+            raise FileNotFoundError(errno.ENOENT, "deleted while the run was writing to it", str(self.path))
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -40,6 +43,6 @@ def read_findings(path, max_bytes: int = 64 << 20) -> tuple[list[Finding], list[
                 continue
             try:
                 out.append(Finding.from_dict(json.loads(line)))
-            except (ValueError, TypeError, KeyError) as e:
-                problems.append(f"{path}:{i}: unreadable finding ({e})")
+            except (ValueError, TypeError, KeyError, RecursionError) as e:  # RecursionError: [[[[...
+                problems.append(f"{path}:{i}: unreadable finding ({type(e).__name__}: {e})"[:300])
     return out, problems

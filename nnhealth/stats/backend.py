@@ -58,7 +58,7 @@ class NumpyOps:
 
     def units_last(self, x, axis):
         x = np.moveaxis(x, axis, -1)
-        return x.reshape(-1, x.shape[-1])
+        return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(int(np.prod(x.shape[:-1])), 0)
 
     def pack(self, parts):
         return np.concatenate([np.atleast_1d(np.asarray(p, dtype=np.float64)).reshape(-1) for p in parts])
@@ -69,6 +69,13 @@ class NumpyOps:
     def fetch(self, vectors):
         """Host copies of packed vectors: already on the host."""
         return [np.asarray(v, dtype=np.float64) for v in vectors]
+
+    def host_view(self, x):
+        """``x`` as a float array for the host kernel (float64: numpy is the reference)."""
+        return self.as_float(x)
+
+    def from_host(self, vector):
+        return vector
 
 
 class TorchOps:
@@ -93,6 +100,22 @@ class TorchOps:
 
     def isfinite(self, x):
         return self.t.isfinite(x)
+
+    def sign(self, x):
+        return x.sign()
+
+    def host_view(self, x):
+        """A CPU tensor as a float32/float64 numpy array sharing its memory (None elsewhere, and for
+        tensors numpy cannot view: subclasses, conjugate views), for the host kernel."""
+        if self.device.type != "cpu" or type(x) not in (self.t.Tensor, self.t.nn.Parameter):
+            return None
+        try:
+            return self.as_float(x).numpy()
+        except (RuntimeError, TypeError):
+            return None
+
+    def from_host(self, vector):
+        return self.t.from_numpy(vector)
 
     def abs(self, x):
         return x.abs()
@@ -158,7 +181,8 @@ class TorchOps:
 
     def units_last(self, x, axis):
         x = x.movedim(axis, -1)
-        return x.reshape(-1, x.shape[-1])
+        # reshape(-1, 0) is ambiguous: a layer with no units is spelled out
+        return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(int(np.prod(x.shape[:-1])), 0)
 
     def pack(self, parts):
         t = self.t
@@ -178,13 +202,18 @@ class TorchOps:
 
 
 NUMPY = NumpyOps()
+#: one TorchOps per device (they hold nothing else), made on first use
+_TORCH_OPS: dict = {}
 
 
 def ops_for(x: Any):
     """The ops of the library that owns ``x``; numpy for anything array-like."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        return TorchOps(torch, x.device)
+        ops = _TORCH_OPS.get(x.device)
+        if ops is None:
+            ops = _TORCH_OPS[x.device] = TorchOps(torch, x.device)
+        return ops
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(x, getattr(jax, "Array", ())):
         from .backend_jax import jax_ops

@@ -92,7 +92,7 @@ class JaxOps:
 
     def units_last(self, x, axis):
         x = self.jnp.moveaxis(x, axis, -1)
-        return x.reshape(-1, x.shape[-1])
+        return x.reshape(-1, x.shape[-1]) if x.shape[-1] else x.reshape(int(np.prod(x.shape[:-1])), 0)
 
     def pack(self, parts):
         jnp = self.jnp

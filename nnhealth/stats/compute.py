@@ -1,12 +1,17 @@
-"""Compute a packed summary of one array in a single pass on its own device.
+"""Compute a packed summary of one array in a few passes on its own device.
 
 Written once against :mod:`nnhealth.stats.backend`, so numpy arrays are
 summarised by numpy and torch tensors by torch, without a host round trip.
+Arrays in host memory (numpy, and torch tensors on the CPU) take the
+vectorised host kernel of :mod:`.host`; arrays on an accelerator take the
+branch-free path below, which replaces non-finite values once and reuses its
+masks; JAX compiles that same path into one program.
 """
 from __future__ import annotations
 
 from .backend import ops_for
-from .histogram import NUM_BUCKETS, bucket_index
+from .histogram import NUM_BUCKETS, ZERO, bucket_index
+from .host import summarize_host
 from .kinds import Kind, get_kind
 from .summary import Layout, Summary
 
@@ -31,45 +36,61 @@ def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool
     compiled = getattr(ops, "summarize", None)
     if compiled is not None:  # a library that compiles this whole function into one program (JAX)
         return compiled(x, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis)
+    host = getattr(ops, "host_view", None)
+    a = host(x) if host is not None else None
+    if a is not None and a.size:
+        layout, vector = summarize_host(a, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis,
+                                        default_axis=default_unit_axis)
+        return layout, ops.from_host(vector)
+    return _summarize_on_device(ops, x, kind, hist, units, moments, unit_axis)
+
+
+def _summarize_on_device(ops, x, kind: Kind, hist, units, moments, unit_axis):
+    """The branch-free path: correct for NaN and Inf without knowing in advance whether there are any
+    (that would need a host synchronisation): they are replaced by zeros once, and the fields they
+    touch (count, zeros, min, max, the zero bucket) are corrected by their count."""
     a = ops.as_float(x)
     finite = ops.isfinite(a)
     z = ops.where(finite, a, ops.zeros_like(a))
+    size = a.size if hasattr(a, "size") and not callable(a.size) else a.numel()
+    nonfinite = ops.count(~finite)
     sat = kind.saturated(ops, z) & finite if kind.saturated is not None else None
-    n_units, samples = 0, a.size if hasattr(a, "size") and not callable(a.size) else a.numel()
+    positive = z > 0
+    n_units, samples = 0, size
     unit_parts = []
     if (units or moments) and a.ndim >= 1:
         axis = default_unit_axis(a.ndim) if unit_axis is None else unit_axis
-        rows = ops.units_last(z if a.ndim > 1 else z.reshape(1, -1), axis if a.ndim > 1 else -1)
-        n_units = rows.shape[-1]
-        samples = rows.shape[0]
-        unit_parts.append(ops.count(rows > 0, axis=0))
-        if sat is not None:
-            srows = ops.units_last(sat if a.ndim > 1 else sat.reshape(1, -1), axis if a.ndim > 1 else -1)
-            unit_parts.append(ops.count(srows, axis=0))
-        else:
-            unit_parts.append(ops.count(rows != rows, axis=0))  # zeros, on the right device
+        axis = axis if a.ndim > 1 else -1
+
+        def rows_of(t):
+            return ops.units_last(t if a.ndim > 1 else t.reshape(1, -1), axis)
+
+        rows = rows_of(z)
+        n_units, samples = rows.shape[-1], rows.shape[0]
+        unit_parts.append(ops.count(rows_of(positive), axis=0))
+        unit_parts.append(ops.count(rows_of(sat), axis=0) if sat is not None
+                          else ops.count(rows != rows, axis=0))  # zeros, on the right device
         if moments:
             unit_parts.append(ops.sum(rows, axis=0))
             unit_parts.append(ops.sum(rows * rows, axis=0))
     layout = Layout(hist=hist, units=n_units, moments=moments and n_units > 0)
     parts = [
-        ops.count(finite),
+        float(size) - nonfinite,
         ops.sum(z),
         ops.sum(z * z),
         ops.sum(ops.abs(z)),
         ops.amin(ops.where(finite, a, ops.zeros_like(a) + float("inf"))),
         ops.amax(ops.where(finite, a, ops.zeros_like(a) - float("inf"))),
-        ops.count(~finite),
-        ops.count((z == 0) & finite),
-        ops.count(z > 0),
+        nonfinite,
+        ops.count(z == 0) - nonfinite,
+        ops.count(positive),
         ops.count(sat) if sat is not None else 0.0,
         float(samples),
     ]
     if hist:
-        idx = bucket_index(ops, z)
-        # non-finite values go to an overflow bucket that is cut off
-        idx = ops.where(finite, idx, ops.zeros_like(idx) + NUM_BUCKETS)
-        parts.append(ops.bincount(idx, NUM_BUCKETS + 1)[:NUM_BUCKETS])
+        counts = ops.bincount(bucket_index(ops, z), NUM_BUCKETS)
+        # the replaced values sit in the zero bucket; take them out again
+        parts.extend([counts[:ZERO], counts[ZERO:ZERO + 1] - nonfinite, counts[ZERO + 1:]])
     parts.extend(unit_parts)
     return layout, ops.pack(parts)
 

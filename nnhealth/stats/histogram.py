@@ -28,13 +28,21 @@ ZERO = K
 NUM_BUCKETS = 2 * K + 1
 
 
-def bucket_index(ops, a):
-    """Bucket of every element of ``a`` (finite values only), on a's device."""
-    mag = ops.abs(a)
-    safe = ops.where(mag > 0, mag, ops.ones_like(mag))
-    k = ops.clip(ops.floor(ops.log(safe) / LOG_RATIO), K_MIN, K_MAX) - K_MIN
-    idx = ops.where(a > 0, ZERO + 1 + k, ops.where(a < 0, ZERO - 1 - k, ops.zeros_like(k) + ZERO))
-    return ops.to_index(idx)
+#: magnitudes below this all fall in the lowest bucket anyway; it keeps log() away from 0
+TINY = 1e-30
+
+
+def _sign(ops, z):
+    own = getattr(ops, "sign", None)
+    return own(z) if own is not None else (z > 0) * 1.0 - (z < 0) * 1.0
+
+
+def bucket_index(ops, z):
+    """Bucket of every element of finite ``z``, on z's device, as one arithmetic expression
+    without masks: ZERO + sign(z) * (1 + clip(floor(ln|z| / ln 1.1), K_MIN, K_MAX) - K_MIN)."""
+    mag = ops.clip(ops.abs(z), TINY, math.inf)
+    k = ops.clip(ops.floor(ops.log(mag) / LOG_RATIO), K_MIN, K_MAX) + (1 - K_MIN)
+    return ops.to_index(_sign(ops, z) * k + ZERO)
 
 
 def _magnitude_edges() -> np.ndarray:

@@ -90,6 +90,10 @@ ALIASES = {
 
 def get_kind(name: str) -> Kind:
     """The :class:`Kind` called ``name``; a clear error listing valid names otherwise."""
+    if type(name) is str:
+        found = KINDS.get(name)  # the canonical spelling, as rules and the history store it
+        if found is not None:
+            return found
     if not isinstance(name, str):
         raise TypeError(f"activation kind must be a string such as 'relu', got {type(name).__name__}")
     key = name.strip().lower().replace("-", "_")

@@ -127,13 +127,10 @@ class Summary:
         layout, out = merge_vectors(NUMPY, self.v, self.layout, other.v, other.layout)
         return Summary(layout, out)
 
-    def __getattr__(self, name):
-        sl = self.layout.slices().get(name)
-        if sl is not None:
-            return self.v[sl]
-        if name in ("hist", "unit_fired", "unit_saturated", "unit_sum", "unit_sumsq"):
-            return None
-        raise AttributeError(name)
+    def _part(self, name: str):
+        """The optional part ``name`` of the vector (a view), None when the layout has none."""
+        sl = _slices(self.layout).get(name)
+        return self.v[sl] if sl is not None else None
 
     # -- derived quantities -------------------------------------------------
     @property
@@ -201,5 +198,11 @@ def _header_property(index: int):
     return property(lambda self: self.h[index], doc=f"header field {HEADER[index]!r}")
 
 
+def _part_property(name: str):
+    return property(lambda self: self._part(name), doc=f"the {name!r} part (None when the layout has none)")
+
+
 for _i, _name in enumerate(HEADER):
     setattr(Summary, _name, _header_property(_i))
+for _name in ("hist", "unit_fired", "unit_saturated", "unit_sum", "unit_sumsq"):
+    setattr(Summary, _name, _part_property(_name))

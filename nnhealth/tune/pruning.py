@@ -49,7 +49,7 @@ class HealthPruningCallback:
     >>> study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     >>> study.optimize(objective, n_trials=4)
     >>> sorted((t.user_attrs[STEPS], t.user_attrs.get(PRUNED_BY, "")) for t in study.trials)
-    [(5, 'loss-exploding'), (20, ''), (20, ''), (20, '')]
+    [(4, 'loss-exploding'), (20, ''), (20, ''), (20, '')]
     """
 
     def __init__(self, trial: optuna.Trial, monitor, *, stop_on: tuple[str, ...] | list[str] = (),

@@ -1,0 +1,121 @@
+"""Time training steps side by side, and measure what a variant adds to peak memory.
+
+Timing: every variant's run lives in the same process; a *round* runs a
+block of steps of each variant in turn (the order rotates from round to
+round), so a burst of load from a neighbour on a shared machine hits all
+variants alike. Each block's time per step is compared with the ``plain``
+block of the same round; the reported ratio is the median over rounds.
+
+Two clocks are kept: the process's CPU time (all its threads, so the work of
+nnhealth's writer thread is counted too; on a busy shared machine it does not
+count the time other processes held the core), and wall time. On a CUDA device
+only wall time means anything, measured between synchronisations.
+
+Memory: each variant runs alone in a fresh process, and its peak resident set
+is compared with that of the plain loop (on a GPU: peak allocated device
+memory). The difference is what watching costs in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from benchmarks.overhead_workloads import make_run
+
+
+@dataclass
+class Timing:
+    """Seconds per step of one variant in each round, on both clocks."""
+
+    cpu: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_block(run, steps: int, device: torch.device) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) per step over ``steps`` steps of ``run``."""
+    _sync(device)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        run.step()
+    _sync(device)
+    return (time.process_time() - cpu0) / steps, (time.perf_counter() - wall0) / steps
+
+
+def interleaved(workload: str, variants: list[str], device: torch.device, *, rounds: int, block: int,
+                warmup: int, root: str, progress=None) -> dict[str, Timing]:
+    """Time ``variants`` of ``workload`` round by round; returns {variant: Timing}."""
+    runs = {v: make_run(workload, v, device, root) for v in variants}
+    try:
+        for run in runs.values():
+            for _ in range(warmup):
+                run.step()
+            _sync(device)
+        out = {v: Timing() for v in variants}
+        for r in range(rounds):
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for v in order:
+                cpu, wall = time_block(runs[v], block, device)
+                out[v].cpu.append(cpu)
+                out[v].wall.append(wall)
+            if progress:
+                progress(r + 1, rounds)
+        return out
+    finally:
+        for run in runs.values():
+            run.close()
+
+
+def median_ratio(times: Timing, plain: Timing, clock: str) -> float:
+    """Median over rounds of (variant / plain) on ``clock`` ("cpu" or "wall")."""
+    return statistics.median(a / b for a, b in zip(getattr(times, clock), getattr(plain, clock)))
+
+
+# -- peak memory, one variant per process ---------------------------------------------
+
+
+def peak_memory(workload: str, variant: str, device: str, steps: int, root: str) -> float:
+    """Peak memory in MiB of a fresh process running ``steps`` steps of ``variant`` (resident set on
+    the CPU, allocated device memory on CUDA)."""
+    cmd = [sys.executable, "-c", "from benchmarks.overhead_timing import _probe; _probe()",
+           workload, variant, device, str(steps), root]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(f"memory probe of {variant!r} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def _repo_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _probe() -> None:
+    """Child process: run the variant, print its peak memory as JSON."""
+    import resource
+
+    workload, variant, device, steps, root = sys.argv[1:6]
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    run = make_run(workload, variant, dev, root)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    for _ in range(int(steps)):
+        run.step()
+    run.close()
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"peak_mib": peak}))
