@@ -129,7 +129,8 @@ def render(results: dict) -> tuple[str, bool]:
         clock = section["clock"]
         lines.append(f"{section['workload']} on {section['device']} "
                      f"(median over rounds of time per step / plain loop's, same rounds)")
-        head = f"  {'variant':<24} {'ms/step':>8} {'x plain (cpu)':>14} {'x plain (wall)':>15} {'peak MiB':>9} target"
+        head = (f"  {'variant':<24} {'ms/step':>8} {'x plain (cpu)':>14} {'x plain (wall)':>15} "
+                f"{'peak MiB':>14}  target")
         lines.append(head)
         plain_peak = section["rows"].get("plain", {}).get("peak_mib")
         for variant, row in section["rows"].items():
@@ -138,13 +139,16 @@ def render(results: dict) -> tuple[str, bool]:
             verdict = _verdict(ratio, target) if ratio is not None else ""
             ok &= verdict != "MISSED"
             peak = row.get("peak_mib")
-            peak_text = "" if peak is None else f"{peak:.0f}" if variant == "plain" or plain_peak is None \
-                else f"{peak:.0f} (+{peak - plain_peak:.0f})"
+            peak_text = "" if peak is None else f"{peak:.1f}" if variant == "plain" or plain_peak is None \
+                else f"{peak:.1f} ({peak - plain_peak:+.1f})"
             cpu = f"{row['ratio_cpu']:.3f}x" if "ratio_cpu" in row else "-"
             wall = f"{row['ratio_wall']:.3f}x" if "ratio_wall" in row else "-"
             ms = f"{row['ms_per_step']:.2f}" if "ms_per_step" in row else "-"
             goal = f"<= {target:.2f}x {verdict}" if target and ratio is not None else ""
-            lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>9} {goal}")
+            lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14}  {goal}")
+        if plain_peak is not None:
+            lines.append("  peak MiB: the most memory a process running only that variant added while training "
+                         "(resident set; device memory on CUDA); in brackets, the difference to plain")
         lines.append("")
     engine = results.get("engine")
     if engine:
@@ -182,7 +186,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds, args.block, args.warmup = (3, 20, 10) if quick else (7, 40, 20)
-    args.memory_steps = 20 if quick else 60
+    args.memory_steps = 30 if quick else 120
     args.engine_steps = 100 if quick else 300
     args.long_steps = 50_000 if quick else 200_000
     torch.set_num_threads(1)

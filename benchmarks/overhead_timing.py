@@ -44,11 +44,14 @@ def _sync(device: torch.device) -> None:
 
 
 def time_block(run, steps: int, device: torch.device) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) per step over ``steps`` steps of ``run``."""
+    """(CPU seconds, wall seconds) per step over ``steps`` steps of ``run``, including the time its
+    writer threads take to finish what the steps queued (their CPU time is the process's too: without
+    the flush it would be counted in whichever block runs next)."""
     _sync(device)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
         run.step()
+    run.flush()
     _sync(device)
     return (time.process_time() - cpu0) / steps, (time.perf_counter() - wall0) / steps
 
@@ -61,6 +64,7 @@ def interleaved(workload: str, variants: list[str], device: torch.device, *, rou
         for run in runs.values():
             for _ in range(warmup):
                 run.step()
+            run.flush()
             _sync(device)
         out = {v: Timing() for v in variants}
         for r in range(rounds):
@@ -102,20 +106,27 @@ def _repo_root() -> str:
 
 
 def _probe() -> None:
-    """Child process: run the variant, print its peak memory as JSON."""
-    import resource
+    """Child process: run the variant, print as JSON the peak of what it added to memory: resident
+    memory (sampled after every step, and after closing) above what the process held before the run
+    was built (on CUDA: peak allocated device memory)."""
+    from benchmarks.overhead_engine import resident_mib
 
     workload, variant, device, steps, root = sys.argv[1:6]
     torch.set_num_threads(1)
     dev = torch.device(device)
+    torch.zeros(1, device=dev)  # the runtime's own memory is not the run's
+    before = resident_mib()
     run = make_run(workload, variant, dev, root)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    peak = resident_mib()
     for _ in range(int(steps)):
         run.step()
+        peak = max(peak, resident_mib())
+    run.flush()
+    peak = max(peak, resident_mib())
     run.close()
     if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+        print(json.dumps({"peak_mib": torch.cuda.max_memory_allocated(dev) / 2**20}))
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"peak_mib": peak}))
+        print(json.dumps({"peak_mib": peak - before}))

@@ -73,6 +73,8 @@ class Run:
     batches: list
     before_step: Callable[[int], None] = lambda step: None
     after_step: Callable[[int, torch.Tensor], None] = lambda step, loss: None
+    #: waits until the variant's background writing is done (so its cost is counted in its own block)
+    flush: Callable[[], None] = lambda: None
     close: Callable[[], None] = lambda: None
     steps: int = 0
     extra: dict = field(default_factory=dict)
@@ -107,6 +109,7 @@ def _nnhealth(run: Run, logdir: str, **options) -> Run:
     warnings.simplefilter("ignore", TrainingHealthWarning)
     mon = Monitor(logdir=logdir, **options).watch(run.model, run.optimizer)
     run.after_step = lambda step, loss: mon.step(step, loss=loss)
+    run.flush = mon.flush
     run.close = mon.close
     run.extra["monitor"] = mon
     return run
@@ -129,6 +132,7 @@ def _add_histogram(run: Run, logdir: str, every: int) -> Run:
             writer.add_scalar(f"norm/{name}", p.norm().item(), step)
 
     run.after_step = after
+    run.flush = writer.flush
     run.close = writer.close
     return run
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nnhealth.stats import Layout, summarize
+from nnhealth.stats.host import ONES, work_array
 from nnhealth.stats.summary import HEADER, H
 
 #: a header-only layout: what gradient, parameter and update rows are
@@ -101,7 +102,8 @@ def _looped_columns(xs: list, fields) -> dict[str, list]:
 
 
 #: elements per cache-sized piece of a tensor on the CPU: every field of a piece is read while it is in
-#: the core's cache, so a tensor costs one trip through memory however many fields are measured
+#: the core's cache, so a tensor costs one trip through memory however many fields are measured (at
+#: most the host kernel's CHUNK: its work arrays and ones are that long)
 HOST_CHUNK = 1 << 17
 
 
@@ -114,8 +116,8 @@ def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
     want_sum, want_abs = "sum" in cols, "abssum" in cols
     want_min, want_max = "min" in cols, "max" in cols
-    scratch = torch.empty(min(max(t.numel() for t in tensors), HOST_CHUNK), dtype=tensors[0].dtype) \
-        if want_abs else None
+    dtype = tensors[0].numpy().dtype
+    scratch, ones = work_array(dtype, size=HOST_CHUNK), ONES[dtype]
     for i, x in enumerate(tensors):
         a = x.numpy().reshape(-1)
         sumsq = total = abssum = 0.0
@@ -127,8 +129,8 @@ def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
                 t = torch.from_numpy(piece)
                 if want_sum:  # CPU values, read through numpy (no .item())
                     total += float(t.sum().numpy())
-                if want_abs:
-                    abssum += float(torch.abs(t, out=scratch[:piece.size]).sum().numpy())
+                if want_abs:  # |x| into a reused buffer, summed by a BLAS dot product with ones
+                    abssum += float(np.dot(np.abs(piece, out=scratch[:piece.size]), ones[:piece.size]))
             if want_min:
                 lo = min(lo, float(piece.min()))
             if want_max:
@@ -231,13 +233,12 @@ def difference_rows(before: list, after: list) -> list:
             if b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64) and _fusable(b)
             and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
     if host:
-        largest = max(before[i].numel() for i in host)
-        scratch = {dt: np.empty(min(largest, HOST_CHUNK), dtype=dt) for dt in (np.float32, np.float64)}
+        scratch = {np.dtype(dt): work_array(dt, size=HOST_CHUNK) for dt in (np.float32, np.float64)}
         sumsq = np.empty(len(host))
         nonfinite = np.empty(len(host))
         for j, i in enumerate(host):
             b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
-            buf, total = scratch[b.dtype.type], 0.0
+            buf, total = scratch[b.dtype], 0.0
             for start in range(0, b.size, HOST_CHUNK):
                 piece = a[start:start + HOST_CHUNK]
                 d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])

@@ -10,7 +10,8 @@ tests/test_check_robust.py; here hypothesis makes the damage.
 
 The committed default runs a few dozen examples per test; for a long run:
 ``NNHEALTH_FUZZ_EXAMPLES=3000 python -m pytest tests/test_fuzz_readers.py``.
-Regressions it found are kept as explicit tests at the end of the file.
+The regressions it found are kept as explicit tests in tests/test_reliability_untrusted.py
+(nested JSON, finding records of the wrong shape, tensors numpy cannot hold).
 """
 from __future__ import annotations
 
@@ -18,15 +19,13 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
-import struct
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 

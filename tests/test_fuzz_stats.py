@@ -6,9 +6,14 @@ inputs are what a training loop can really hand over, and what a damaged or
 hostile log file can make the replay ingest: every dtype (integers,
 booleans, half, complex), 0-d to 4-d shapes with empty axes, magnitudes up
 to the dtype's limits and subnormals, the fused ``_foreach`` path the
-optimizer hooks use, and packed vectors holding any float64 at all. The
-properties: nothing raises, counts are exact, and the derived numbers the
-rules read are numbers (finite, or NaN/Inf where the data says so).
+optimizer hooks use, and any packed vector the log reader accepts
+(:mod:`nnhealth.logs.plausible`). The properties: nothing raises, counts
+are exact, and the derived numbers the rules read are numbers (finite, or
+NaN/Inf where the data says so).
+
+Regressions found here are kept as explicit tests in
+tests/test_reliability_untrusted.py (a state with a negative count, arrays
+whose unit axis is empty).
 
 The committed default runs a few dozen examples per test; for a long run:
 ``NNHEALTH_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz_stats.py``.
@@ -30,6 +35,9 @@ from nnhealth.logs.plausible import implausible
 from nnhealth.stats import Layout, Summary, histogram, summary_of
 from nnhealth.stats.kinds import KINDS
 from nnhealth.stats.summary import HEADER
+
+#: values near the float64 limit overflow in x * x: numpy says so, and the result is Inf, as it should be
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 EXAMPLES = int(os.environ.get("NNHEALTH_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

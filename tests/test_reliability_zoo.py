@@ -25,9 +25,14 @@ ZOO = [("numpy", name) for name in numpy_network.FAULTS] + [("torch", name) for 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    """One BLAS and one torch thread, as the demo command runs them: on a busy machine spinning BLAS
+    threads make the small matrices of the numpy demo ten times slower."""
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
     torch.set_num_threads(threads)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -61,7 +62,12 @@ def _jitter(dtype) -> np.ndarray:
 
 
 _JITTER = {dt: _jitter(dt) for dt in WIDTH}
-_ONES = {dt: np.ones(CHUNK, dtype=dt) for dt in WIDTH}
+#: CHUNK ones per float type (read-only): a BLAS dot product with them is a fast, accurate sum
+ONES = {dt: np.ones(CHUNK, dtype=dt) for dt in WIDTH}
+for _ones in ONES.values():
+    _ones.flags.writeable = False
+#: the integer type with the float type's width (its sign bit is the float's)
+_SIGN_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 def _counter():
@@ -100,14 +106,16 @@ def _signed_hist(z: np.ndarray, scratch: np.ndarray, index: np.ndarray, sign: np
     width = WIDTH[z.dtype]
     counts = np.zeros(2 * width + 1, dtype=np.int64)
     count = _counter()
-    ones = _ONES[z.dtype]
+    ones = ONES[z.dtype]
     abssum = 0.0
-    # wide index = width + copysign(1 + floor(f), x): 1 + floor(f) above the centre for x >= +0, and
-    # mirrored below it for x < 0 (floored before the sign is applied, so exact powers of 1.1 too)
+    # wide index = width + m for x >= +0 and width - m for x < 0, m = 1 + floor(f) (floored before
+    # the sign is applied, so exact powers of 1.1 too); the sign is applied in integers, from the
+    # sign bit: with s = 0 or -1, (m ^ s) - s is m or -m
+    bits = _SIGN_BITS[z.dtype]
+    signs = work_array(np.int32, "signs")
     for start in range(0, z.size, CHUNK):
         part = z[start:start + CHUNK]
         f = scratch[:part.size]
-        s = sign[:part.size]
         np.abs(part, out=f)
         abssum += float(np.dot(f, ones[:part.size]))
         np.add(f, _JITTER[z.dtype][:part.size], out=f)
@@ -115,18 +123,39 @@ def _signed_hist(z: np.ndarray, scratch: np.ndarray, index: np.ndarray, sign: np
         np.divide(f, H.LOG_RATIO, out=f)
         np.floor(f, out=f)                # before the offset: adding it first could round up an edge value
         np.subtract(f, KLOW - 1, out=f)
-        np.add(part, 0.0, out=s)          # -0.0 + 0.0 is +0.0: every zero counts on the positive side
-        np.copysign(f, s, out=f)
-        np.add(f, width, out=f)
         idx = index[:part.size]
         np.copyto(idx, f, casting="unsafe")
+        s = sign[:part.size]
+        np.add(part, 0.0, out=s)          # -0.0 + 0.0 is +0.0: every zero counts on the positive side
+        neg = signs[:part.size]
+        np.right_shift(s.view(bits), 8 * s.itemsize - 1, out=neg, casting="unsafe")  # 0, or -1 below zero
+        np.bitwise_xor(idx, neg, out=idx)
+        np.subtract(idx, neg, out=idx)
+        np.add(idx, width, out=idx)
         counts += count(idx, 2 * width + 1)
     return counts, abssum
 
 
+_LOCAL = threading.local()
+
+
+def work_array(dtype, kind: str = "values", size: int = CHUNK) -> np.ndarray:
+    """A work array of ``dtype`` with at least ``size`` elements (flat) for this thread, reused from
+    call to call: fresh arrays this large are mapped from the operating system and paged in again on
+    every call (a page fault per 4 KiB), which costs more than the arithmetic done in them. ``kind``
+    tells apart arrays needed at the same time. Pools keep the largest size asked for."""
+    pool = getattr(_LOCAL, "pool", None)
+    if pool is None:
+        pool = _LOCAL.pool = {}
+    key = (np.dtype(dtype), kind)
+    got = pool.get(key)
+    if got is None or got.size < size:
+        got = pool[key] = np.empty(max(size, CHUNK), dtype=dtype)
+    return got
+
+
 def _scratch(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n = min(z.size, CHUNK)
-    return np.empty(n, dtype=z.dtype), np.empty(n, dtype=np.int32)
+    return work_array(z.dtype), work_array(np.int32, "index")
 
 
 def _one_sided_hist(z: np.ndarray, negative: bool, zeros: int) -> np.ndarray:
@@ -157,8 +186,8 @@ def _fold_signed(wide: np.ndarray, fold: np.ndarray, zeros: int) -> np.ndarray:
 
 def sum_of_abs(x: np.ndarray) -> float:
     """Sum of |x| of flat ``x``, a cache-sized piece at a time (BLAS dot products with ones)."""
-    ones, total = _ONES[x.dtype], 0.0
-    buf = np.empty(min(x.size, CHUNK), dtype=x.dtype)
+    ones, total = ONES[x.dtype], 0.0
+    buf = work_array(x.dtype)
     for start in range(0, x.size, CHUNK):
         part = np.abs(x[start:start + CHUNK], out=buf[:min(CHUNK, x.size - start)])
         total += float(np.dot(part, ones[:part.size]))
@@ -215,7 +244,9 @@ def _per_unit_sum(x3: np.ndarray, square: bool = False) -> np.ndarray:
     """Per-unit sum (of squares) of an (outer, units, inner) array, as float64: pairwise along the
     contiguous axis, then down the columns (in float64 unless they are short)."""
     if x3.shape[2] > 1:
-        x3 = np.add.reduce(np.square(x3) if square else x3, axis=2)
+        if square:
+            x3 = np.square(x3, out=work_array(x3.dtype, "squares", x3.size)[:x3.size].reshape(x3.shape))
+        x3 = np.add.reduce(x3, axis=2)
     elif x3.shape[0] <= SHORT_COLUMNS:
         x2 = x3[:, :, 0]
         return (np.einsum("ij,ij->j", x2, x2) if square else np.add.reduce(x2, axis=0)).astype(np.float64)
@@ -252,7 +283,7 @@ def _summarize(a, kind, hist, units, moments, unit_axis, default_axis):
         hi = float(np.max(a, where=finite, initial=-np.inf))
     count = n - nonfinite
     sumsq = sum_of_squares(flat)
-    positive_mask = np.greater(z, 0)
+    positive_mask = np.greater(z, 0, out=work_array(np.bool_, "positive", n)[:n].reshape(z.shape))
     positive = int(np.count_nonzero(positive_mask))
     counted = None
     if lo >= 0:        # includes "no finite value": then every z is a replaced zero
@@ -260,8 +291,8 @@ def _summarize(a, kind, hist, units, moments, unit_axis, default_axis):
     elif hi <= 0:
         abssum, negative = -total, count - int(np.count_nonzero(np.equal(z, 0))) + nonfinite
     elif hist:         # the histogram's pass gives the sum of magnitudes and the negative count
-        scratch, index = _scratch(flat)
-        wide, abssum = _signed_hist(flat, scratch, index, np.empty_like(scratch))
+        work, index = _scratch(flat)
+        wide, abssum = _signed_hist(flat, work, index, work_array(flat.dtype, "sign"))
         negative = int(wide[:WIDTH[flat.dtype]].sum())
         counted = _fold_signed(wide, _FOLD[flat.dtype], count - positive - negative + nonfinite)
     else:
