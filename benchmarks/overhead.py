@@ -125,7 +125,7 @@ def render(results: dict) -> tuple[str, bool]:
     lines, ok = [], True
     lines.append(f"Machine: {results['machine']}")
     lines.append("")
-    for key, section in results.get("timing", {}).items():
+    for section in results.get("timing", {}).values():
         clock = section["clock"]
         lines.append(f"{section['workload']} on {section['device']} "
                      f"(median over rounds of time per step / plain loop's, same rounds)")
