@@ -106,6 +106,27 @@ def test_exploding_gradients_ratio_and_non_finite():
     assert not fired(drive(grads([("l0.W", 1.0), ("l1.W", 0.5)]), 8), "exploding-gradients")
 
 
+def growing_grads(loss):
+    """Both weight gradients grow 30x over 40 steps (together: no first/last imbalance)."""
+    def feed(mon, step, rng):
+        scale = 30.0 ** (step / 40) if step < 40 else 30.0
+        for name in ("l0.W", "l1.W"):
+            mon.observe_gradient(name, scale * rng.standard_normal((20, 20)))
+        return {"loss": loss(step)}
+    return feed
+
+
+def test_exploding_gradients_growth_counts_when_the_loss_climbs_back():
+    # the loss fell below 0.5, then climbed back to 2 while the gradient norm grew 30x: exploding
+    (f,) = fired(drive(growing_grads(lambda s: 2.0 * 0.9**s if s < 25 else 2.0), 60), "exploding-gradients")
+    assert f.where is None and 10 < f.evidence["growth"] < 1000
+    assert f.evidence["lowest_loss"] < 0.5 and f.evidence["loss"] == 2.0
+    # the same growth with a falling loss (a model leaving a plateau) is not
+    assert not fired(drive(growing_grads(lambda s: 2.0 * 0.97**s), 60), "exploding-gradients")
+    # nor with a loss that rose less than loss_rise x its lowest
+    assert not fired(drive(growing_grads(lambda s: 1.0 if s < 25 else 2.0), 60), "exploding-gradients")
+
+
 def updates(ratio):
     W = np.random.default_rng(0).standard_normal((30, 30))
 
