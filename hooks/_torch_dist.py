@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
+import numpy as np
 import torch
 
 from nnhealth.stats.backend import ops_for, start_fetch
@@ -108,7 +109,8 @@ class RankReducer:
         given = items
         items = sorted(items, key=lambda it: it[0])  # the same order on every rank
         names = sorted(scalars)
-        vectors = [vec for _, _, _, vec in items] + [scalars[n][1].reshape(-1)[:1] for n in names]
+        vectors = [torch.as_tensor(vec) for _, _, _, vec in items] + [
+            torch.as_tensor(scalars[n][1]).reshape(-1)[:1] for n in names]
         device = self._device(vectors)
         structure = (tuple((key, layout.hist, layout.units, layout.moments) for key, _, layout, _ in items),
                      tuple(names), len(HEADER))
@@ -126,12 +128,12 @@ class RankReducer:
         self._check = start_fetch(ops_for(agreed), [agreed.to(torch.float64).reshape(1)])
         reduced, at = {}, 0
         for key, ops, layout, vec in items:
-            reduced[key] = (key, ops, layout, out[at:at + layout.size].to(vec.device))
+            reduced[key] = (key, ops, layout, _like(out[at:at + layout.size], vec))
             at += layout.size
         combined = {}
         for n in names:
             ops, vec = scalars[n]
-            combined[n] = (ops, out[at:at + 1].to(vec.device))
+            combined[n] = (ops, _like(out[at:at + 1], vec))
             at += 1
         # back in the order they came: first seen is depth order for the layer rules
         return [reduced[key] for key, _, _, _ in given], combined
@@ -147,6 +149,14 @@ class RankReducer:
             self.monitor._say_once("ddp-mismatch", "nnhealth: ranks sent different statistics on one step (a layer "
                                    "or branch that runs on some ranks only?); that step's layer statistics are left "
                                    "out", logging.WARNING)
+
+
+def _like(reduced: torch.Tensor, vec):
+    """The reduced piece where the rank's own vector was: host rows (numpy, from CPU tensors) stay
+    numpy arrays, gloo reduces on the CPU."""
+    if isinstance(vec, np.ndarray):
+        return reduced.cpu().numpy()
+    return reduced.to(vec.device)
 
 
 def install(monitor) -> RankReducer | None:

@@ -107,7 +107,7 @@ def _looped_columns(xs: list, fields) -> dict[str, list]:
 HOST_CHUNK = 1 << 17
 
 
-def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
+def _host_columns(tensors: list, fields) -> dict[str, np.ndarray]:
     """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time.
     The sum of squares is a BLAS dot product; when it is finite, so is every value, and the non-finite
     count is 0 without a pass of its own (on the CPU reading that number waits for nothing);
@@ -125,12 +125,10 @@ def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
         for start in range(0, a.size, HOST_CHUNK):
             piece = a[start:start + HOST_CHUNK]
             sumsq += float(np.dot(piece, piece))
-            if want_sum or want_abs:
-                t = torch.from_numpy(piece)
-                if want_sum:  # CPU values, read through numpy (no .item())
-                    total += float(t.sum().numpy())
-                if want_abs:  # |x| into a reused buffer, summed by a BLAS dot product with ones
-                    abssum += float(np.dot(np.abs(piece, out=scratch[:piece.size]), ones[:piece.size]))
+            if want_sum:  # torch's vectorised pairwise sum, on the same memory; read through numpy
+                total += float(torch.from_numpy(piece).sum().numpy())
+            if want_abs:  # |x| into a reused buffer, summed by a BLAS dot product with ones
+                abssum += float(np.dot(np.abs(piece, out=scratch[:piece.size]), ones[:piece.size]))
             if want_min:
                 lo = min(lo, float(piece.min()))
             if want_max:
@@ -140,13 +138,28 @@ def _host_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
         for name, value in (("sum", total), ("abssum", abssum), ("min", lo), ("max", hi)):
             if name in cols:
                 cols[name][i] = value
-    return {k: torch.from_numpy(v) for k, v in cols.items()}
+    return cols
+
+
+def _host_rows(numel: np.ndarray, cols: dict) -> np.ndarray:
+    """[len(numel), len(HEADER)] float64 rows in host memory; unmeasured fields are NaN."""
+    rows = np.full((len(numel), len(HEADER)), np.nan)
+    rows[:, H["count"]] = numel - cols["nonfinite"]
+    rows[:, H["saturated"]] = 0.0
+    rows[:, H["samples"]] = numel
+    for name, column in cols.items():
+        rows[:, H[name]] = column
+    return rows
+
+
+def _on_host(x: torch.Tensor) -> bool:
+    """Float32/float64 CPU memory that numpy can view: reduced by the host kernels, rows kept as numpy
+    arrays (already where the rules read them: no torch op per row, no copy at the step's end)."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
-    """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors."""
-    if tensors[0].device.type == "cpu" and tensors[0].dtype in (torch.float32, torch.float64):
-        return _host_columns(tensors, fields)
+    """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors, off the host."""
     acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
     columns = _fused_columns if tensors[0].device.type == "cuda" else _looped_columns
     cols: dict[str, list] = {}
@@ -182,8 +195,11 @@ def _numels(tensors: list, device) -> torch.Tensor:
     return got
 
 
-def _group_rows(tensors: list, fields) -> torch.Tensor:
-    """[len(tensors), len(HEADER)] float64 rows on the tensors' device; unmeasured fields are NaN."""
+def _group_rows(tensors: list, fields):
+    """[len(tensors), len(HEADER)] float64 rows on the tensors' device (numpy for host memory);
+    unmeasured fields are NaN."""
+    if _on_host(tensors[0]):
+        return _host_rows(np.array([x.numel() for x in tensors], dtype=np.float64), _host_columns(tensors, fields))
     c = _group_columns(tensors, fields)
     numel = _numels(tensors, tensors[0].device)
     rows = torch.full((len(tensors), len(HEADER)), float("nan"), dtype=torch.float64,
@@ -218,7 +234,7 @@ def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
             out[i] = summarize(x, "linear")[1]
     for members in groups.values():
         rows = _group_rows([x for _, x in members], tuple(fields))
-        for (i, _), row in zip(members, rows.unbind(0)):
+        for (i, _), row in zip(members, rows if isinstance(rows, np.ndarray) else rows.unbind(0)):
             out[i] = row
     return out
 
@@ -230,7 +246,7 @@ def difference_rows(before: list, after: list) -> list:
     is irrelevant, since only its norm is measured."""
     out: list = [None] * len(before)
     host = [i for i, (b, a) in enumerate(zip(before, after))
-            if b.device.type == "cpu" and b.dtype in (torch.float32, torch.float64) and _fusable(b)
+            if _on_host(b) and _fusable(b)
             and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
     if host:
         scratch = {np.dtype(dt): work_array(dt, size=HOST_CHUNK) for dt in (np.float32, np.float64)}
@@ -245,15 +261,9 @@ def difference_rows(before: list, after: list) -> list:
                 total += float(np.dot(d, d))
             sumsq[j] = total
             nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
-        numel = _numels([before[i] for i in host], before[host[0]].device)
-        rows = torch.full((len(host), len(HEADER)), float("nan"), dtype=torch.float64)
-        nf = torch.from_numpy(nonfinite)
-        rows[:, H["count"]] = numel - nf
-        rows[:, H["sumsq"]] = torch.from_numpy(sumsq)
-        rows[:, H["nonfinite"]] = nf
-        rows[:, H["saturated"]] = 0.0
-        rows[:, H["samples"]] = numel
-        for i, row in zip(host, rows.unbind(0)):
+        numel = np.array([before[i].numel() for i in host], dtype=np.float64)
+        rows = _host_rows(numel, {"sumsq": sumsq, "nonfinite": nonfinite})
+        for i, row in zip(host, rows):
             out[i] = row
     rest = [i for i in range(len(before)) if out[i] is None]
     if rest:
@@ -276,10 +286,19 @@ def scaled(rows: list, scale) -> list:
     one = torch.ones_like(inv)
     by_field = {"sum": inv, "sumsq": inv * inv, "abssum": inv, "min": inv, "max": inv}
     factor = torch.stack([by_field.get(name, one) for name in HEADER])  # no host copy
-    return [row * factor.to(row.device) for row in rows]
+    return [row * _like(factor, row) for row in rows]
 
 
 def masked(rows: list, skipped) -> list:
     """Rows made NaN when ``skipped`` (a device flag) is set: a step the optimizer did not take."""
     flag = skipped.reshape(()) > 0
-    return [torch.where(flag.to(row.device), torch.full_like(row, float("nan")), row) for row in rows]
+    return [np.where(_like(flag, row), np.nan, row) if isinstance(row, np.ndarray)
+            else torch.where(flag.to(row.device), torch.full_like(row, float("nan")), row) for row in rows]
+
+
+def _like(t: torch.Tensor, row):
+    """``t`` where ``row`` lives: a numpy array for a host row (a CPU value: reading it waits for
+    nothing; a device flag with a host row cannot occur, host rows come from CPU tensors only)."""
+    if isinstance(row, np.ndarray):
+        return t.detach().cpu().numpy()
+    return t.to(row.device)

@@ -49,7 +49,7 @@ def unit_axis(module: nn.Module, p: torch.Tensor) -> int:
 
 def observe_initial(ctx, root: nn.Module) -> dict[str, str]:
     """Summarise every parameter now and record its facts; returns {weight name: owning module name}."""
-    meta = ctx.monitor.history.meta
+    meta = ctx.monitor._history.meta
     weights, owners = [], {}
     module_names = {m: n for n, m in root.named_modules()}
     unmaterialised = []
@@ -84,8 +84,11 @@ def _record_scale(meta: dict, weights: list) -> None:
     """init_std and init_gain of every weight: one host copy, at watch time (not inside a step)."""
     if not weights:
         return
-    rows = header_rows([x for _, x in weights])
-    rows = torch.stack([r.to(rows[0].device) for r in rows]).cpu().numpy()
+    rows = header_rows([x for _, x in weights])  # numpy for CPU weights, tensors on their device otherwise
+    on_device = [r for r in rows if isinstance(r, torch.Tensor)]
+    if on_device:
+        host = iter(torch.stack([r.to(on_device[0].device) for r in on_device]).cpu().numpy())
+        rows = [next(host) if isinstance(r, torch.Tensor) else r for r in rows]
     for (name, _), row in zip(weights, rows):
         s = Summary(Layout(), row)
         facts = meta[name]

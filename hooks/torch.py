@@ -116,7 +116,7 @@ class TorchWatcher:
         self.monitor._add(role, name, ops_for(vector), layout, vector)
 
     def add_activation(self, name: str, kind: str, layout, vector) -> None:
-        self.monitor.history.meta.setdefault(name, {})["kind"] = kind
+        self.monitor._history.meta.setdefault(name, {})["kind"] = kind
         self.add("activation", name, vector, layout)
 
     def after_forward(self, output) -> None:
@@ -124,7 +124,7 @@ class TorchWatcher:
         forward = self.forward
         if not self._follows_recorded and forward is not None and forward.follows:
             self._follows_recorded = True
-            record_follows(self.monitor.history.meta, self._owners, forward.follows)
+            record_follows(self.monitor._history.meta, self._owners, forward.follows)
         if self.grads is not None:
             self.grads.after_forward(output)
 

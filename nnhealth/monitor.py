@@ -9,6 +9,7 @@ the copy is consumed one step later, so the training loop never waits for it.
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 import os
 import sys
@@ -112,9 +113,9 @@ class Monitor:
         enabled = config.check_rule_ids(rules if rules is not None else list(RULES), "rules")
         disabled = set(config.check_rule_ids(disable, "disable"))
         self.logdir = _check_logdir(logdir) if logdir is not None else None
-        self.history = History(capacity=history_capacity, window=window)
+        self._history = History(capacity=history_capacity, window=window)
         self.engine = Engine(self.thresholds, [r for r in enabled if r not in disabled], strict=strict)
-        self.findings: list[Finding] = []
+        self._findings: list[Finding] = []
         self.should_stop = False
         #: whether this process writes files and prints (False on non-zero ranks of a distributed job)
         self.is_writer = _is_rank_zero()
@@ -123,6 +124,9 @@ class Monitor:
         #: metrics) before they are copied to the host (the distributed adapter reduces them here)
         self.before_fetch = None
         self._next = 0
+        #: unsampled steps whose loss is recorded and judged with the next step that does work (see _defer)
+        self._deferred: list[tuple[int, dict]] = []
+        self._first_loss: float | None = None
         self._pending: dict[tuple[str, str], list] = {}
         self._queue: deque = deque()
         self._snapshots: dict[str, tuple[int, Any]] = {}
@@ -186,6 +190,9 @@ class Monitor:
         if getattr(vector, "is_meta", False):  # a torch meta tensor has a shape but no values
             return self._say_once(f"meta:{role}:{where}", f"nnhealth: {role} {where!r} is on the meta device "
                                   "(no values); skipped", logging.INFO)
+        if ops.name == "torch" and ops.device.type == "cpu" and vector.dtype == ops.t.float64:
+            # host memory already: kept as a numpy view, the step's end copies nothing
+            ops, vector = NUMPY, vector.detach().numpy()
         key = (role, where)
         have = self._pending.get(key)
         if have is None:
@@ -236,7 +243,7 @@ class Monitor:
         ops, x = self._array(x, f"activation {name!r}")
         if self._size(x) == 0:
             return self._say_once(f"empty:{name}", f"nnhealth: activation {name!r} is empty; skipped", logging.INFO)
-        self.history.meta.setdefault(name, {})["kind"] = k.name
+        self._history.meta.setdefault(name, {})["kind"] = k.name
         layout, vec = summarize(x, k, hist=True, units=True, unit_axis=unit_axis, ops=ops)
         self._add("activation", name, ops, layout, vec)
 
@@ -251,7 +258,7 @@ class Monitor:
         ops, x = self._array(x, f"{role} {name!r}")
         if self._size(x) == 0:
             return self._say_once(f"empty:{role}:{name}", f"nnhealth: {role} {name!r} is empty; skipped", logging.INFO)
-        self.history.meta.setdefault(name, {}).setdefault("ndim", int(x.ndim))
+        self._history.meta.setdefault(name, {}).setdefault("ndim", int(x.ndim))
         layout, vec = summarize(x, "linear", ops=ops, **options)
         self._add(role, name, ops, layout, vec)
         return ops, x
@@ -279,7 +286,7 @@ class Monitor:
         if got is None:
             return
         if fan_in is not None:
-            self.history.meta[name]["fan_in"] = int(fan_in)
+            self._history.meta[name]["fan_in"] = int(fan_in)
         if ("update", name) not in self._pending:
             # numpy and torch arrays change in place under the optimizer; jax arrays are immutable
             self._snapshots[name] = (self._next, x.copy() if ops is NUMPY else x if ops.name == "jax"
@@ -379,7 +386,10 @@ class Monitor:
         pending, self._pending = self._pending, {}
         if not pending and not device and not self._queue:  # an unsampled step: nothing to copy
             self._next = step + 1
-            return self.ingest(step, numbers_now, {}, sampled=sampled)
+            if not sampled and self._defer(step, numbers_now):
+                return []
+            return self._settle() + self.ingest(step, numbers_now, {}, sampled=sampled)
+        settled = self._settle()
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
         if (items or device) and self.before_fetch is not None:
             items, device = self.before_fetch(items, device)
@@ -396,11 +406,57 @@ class Monitor:
         is_async = any(getattr(transfer, "is_async", False) for _, _, transfer in transfers)
         self._queue.append((step, sampled, numbers_now, transfers))
         self._next = step + 1
-        new = []
+        new = settled
         # an asynchronous copy is consumed one step later, so the loop never waits on it
         while len(self._queue) > (1 if is_async else 0):
             new.extend(self._process(*self._queue.popleft()))
         return new
+
+    def _defer(self, step: int, values: dict) -> bool:
+        """Keep an unsampled step's numbers for the next step that does work, when they cannot make a
+        rule say anything that matters now. Judged at once: a value that is not finite (loss-nan), a
+        loss above the first one (loss-exploding's reference; healthy losses stay below it), and
+        the steps before the first loss. Deferred steps are ingested in order, under their own step
+        numbers, so findings are the same; they are just judged a few steps later, in one batch,
+        while the interpreter's caches are warm (one step at a time, between the training's own
+        kernels, each costs several times more)."""
+        first = self._first_loss
+        if first is None or len(self._deferred) >= self.every:
+            return False
+        for name, value in values.items():
+            if not math.isfinite(value) or (name == "loss" and value > first):
+                return False
+        self._deferred.append((step, values))
+        return True
+
+    def _settle(self) -> list[Finding]:
+        """Ingest the deferred steps, oldest first (fail-open, like :meth:`step`)."""
+        if not self._deferred:
+            return []
+        deferred, self._deferred = self._deferred, []
+        new = []
+        try:
+            for step, values in deferred:
+                new.extend(self.ingest(step, values, {}, sampled=False))
+        except TrainingHealthWarning:
+            raise
+        except Exception as e:
+            if self.strict:
+                raise
+            self._failed(("step",), e)
+        return new
+
+    @property
+    def history(self) -> History:
+        """Everything recorded so far (deferred losses included: reading it ingests them)."""
+        self._settle()
+        return self._history
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Every finding so far, in order (deferred losses are judged first)."""
+        self._settle()
+        return self._findings
 
     def _process(self, step, sampled, values, transfers) -> list[Finding]:
         summaries: dict[tuple[str, str], Summary] = {}
@@ -421,8 +477,10 @@ class Monitor:
         a recorded run through this same method, so thresholds can be changed after the fact.
         """
         for name, facts in (meta or {}).items():
-            self.history.meta.setdefault(name, {}).update(facts)
-        h = self.history
+            self._history.meta.setdefault(name, {}).update(facts)
+        h = self._history
+        if self._first_loss is None and "loss" in values:
+            self._first_loss = values["loss"]
         scalars: dict[tuple[str | None, str], float] = {}
         for name, value in values.items():
             scalars[(None, name)] = value
@@ -435,7 +493,7 @@ class Monitor:
         record = StepRecord(step=step, scalars=scalars, summaries=dict(summaries),
                             meta={w: h.meta.get(w, {}) for _, w in summaries})
         for f in new:
-            self.findings.append(f)
+            self._findings.append(f)
             if f.severity == "critical":
                 self.should_stop = True
         if self.is_writer:
@@ -480,8 +538,8 @@ class Monitor:
 
     # -- closing -------------------------------------------------------------
     def flush(self) -> list[Finding]:
-        """Process every step still in flight (asynchronous copies) and flush the files."""
-        new = []
+        """Process every step still in flight (asynchronous copies, deferred losses) and flush the files."""
+        new = self._settle()
         while self._queue:
             new.extend(self._process(*self._queue.popleft()))
         for sink in list(self._sinks):
@@ -510,8 +568,8 @@ class Monitor:
         if self.is_writer:
             for sink in list(self._sinks):
                 if isinstance(sink, ConsoleSink):
-                    level = logging.WARNING if any(f.severity != "info" for f in self.findings) else logging.INFO
-                    log.log(level, summary_table(self.findings))
+                    level = logging.WARNING if any(f.severity != "info" for f in self._findings) else logging.INFO
+                    log.log(level, summary_table(self._findings))
                 self._to_sink(sink, "close")
 
     def __enter__(self) -> "Monitor":
@@ -522,7 +580,7 @@ class Monitor:
 
     def __repr__(self) -> str:
         return (f"Monitor(logdir={str(self.logdir) if self.logdir else None!r}, every={self.every}, "
-                f"findings={len(self.findings)}, should_stop={self.should_stop})")
+                f"findings={len(self._findings)}, should_stop={self.should_stop})")
 
 
 def _cpu_scalar(ops, value) -> float:

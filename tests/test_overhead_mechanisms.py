@@ -140,7 +140,7 @@ def test_chunked_rows_equal_whole_tensor_reductions(monkeypatch, fields):
     xs = [torch.randn(5, 9), torch.randn(3), torch.randn(40, dtype=torch.float64)]
     xs[1][1] = float("nan")
     for x, row in zip(xs, fused.header_rows(xs, fields)):
-        s = Summary(Layout(), row.numpy())
+        s = Summary(Layout(), np.asarray(row))
         finite = x[torch.isfinite(x)].double()
         assert s.count == finite.numel() and s.nonfinite == x.numel() - finite.numel() and s.samples == x.numel()
         if s.nonfinite:
@@ -160,7 +160,7 @@ def test_difference_rows_measure_the_update(monkeypatch):
     want = [float(((a.double() - b.double()) ** 2).sum()) for a, b in zip(after, before)]
     rows = fused.difference_rows([b.clone() for b in before], after)
     for row, w, a in zip(rows, want, after):
-        s = Summary(Layout(), row.numpy())
+        s = Summary(Layout(), np.asarray(row))
         if not math.isfinite(w):
             assert s.nonfinite == 1 and s.count == a.numel() - 1
         else:
@@ -279,7 +279,7 @@ def test_unsampled_steps_compute_nothing(monkeypatch):
 
     monkeypatch.setattr(compute, "summarize_host", counting("summary", compute.summarize_host))
     monkeypatch.setattr(compute, "_summarize_on_device", counting("summary", compute._summarize_on_device))
-    monkeypatch.setattr(fused, "_group_columns", counting("rows", fused._group_columns))
+    monkeypatch.setattr(fused, "_group_rows", counting("rows", fused._group_rows))
     monkeypatch.setattr(fused, "difference_rows", counting("update", fused.difference_rows))
     import nnhealth.hooks._torch_optim as optim_hooks
     monkeypatch.setattr(optim_hooks, "difference_rows", counting("update", fused.difference_rows))
@@ -391,3 +391,47 @@ def test_cuda_summaries_equal_the_cpu_ones():
         assert getattr(a, name) == getattr(b, name), name
     np.testing.assert_array_equal(a.unit_fired, b.unit_fired)
     assert np.abs(a.hist - b.hist).sum() <= 1e-4 * a.count + 2
+
+
+# -- unsampled steps: the loss is judged in batches, but urgent values at once -----------------
+
+
+def _judged_steps(mon):
+    judged = []
+    real = mon.engine.evaluate
+
+    def counting(history, step, *args, **kwargs):
+        judged.append(step)
+        return real(history, step, *args, **kwargs)
+
+    mon.engine.evaluate = counting
+    return judged
+
+
+def test_healthy_losses_of_unsampled_steps_are_judged_with_the_next_sampled_step():
+    mon = Monitor(every=5, console=False)
+    judged = _judged_steps(mon)
+    at_each_step = []
+    for step in range(12):
+        mon.step(step, loss=2.0 - 0.1 * step)
+        at_each_step.append(list(judged))
+    assert at_each_step[0] == [0]                 # the first loss at once (the reference)
+    assert at_each_step[4] == [0]                 # steps 1-4 wait...
+    assert at_each_step[5] == [0, 1, 2, 3, 4, 5]  # ...and are judged in order, under their own steps
+    assert mon.history.series(None, "loss").arrays()[0].tolist() == list(range(12))  # reading settles
+    assert judged == list(range(12))
+    mon.close()
+
+
+def test_a_non_finite_or_rising_loss_is_judged_at_once():
+    mon = Monitor(every=10, console=False)
+    for step, loss in enumerate([2.0, 1.5, 1.2, 7.0]):
+        mon.step(step, loss=loss)
+    assert not mon.should_stop  # one value above 3x the start: loss-exploding wants two
+    mon.step(4, loss=8.0)
+    assert mon.should_stop and mon._findings[-1].symptom == "loss-exploding" and mon._findings[-1].step == 4
+    mon = Monitor(every=10, console=False)
+    for step, loss in enumerate([2.0, 1.5, float("nan")]):
+        mon.step(step, loss=loss)
+    assert mon.should_stop and mon._findings[-1].symptom == "loss-nan" and mon._findings[-1].step == 2
+    mon.close()

@@ -32,7 +32,7 @@ def reference(x: torch.Tensor) -> Summary:
 
 
 def as_summary(row) -> Summary:
-    return Summary(Layout(), row.numpy())
+    return Summary(Layout(), np.asarray(row))
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,15 +65,15 @@ def test_other_dtypes_and_odd_tensors(dtype):
     got, want = as_summary(rows[0]), reference(x)
     assert got.sumsq == pytest.approx(want.sumsq, rel=1e-2) and got.count == 35
     for t, row in zip(odd, rows[1:]):  # summarised one by one, every field
-        np.testing.assert_allclose(row.numpy(), reference(t).v, rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(row), reference(t).v, rtol=1e-6)
 
 
 def test_chunks_bound_the_temporaries_without_changing_a_number(monkeypatch):
     xs = [torch.randn(50, 20), torch.randn(3), torch.randn(400), torch.randn(10, 10)]
-    whole = torch.stack(fused.header_rows(xs))
+    whole = np.stack(fused.header_rows(xs))
     monkeypatch.setattr(fused, "CHUNK", 100)
     assert fused._chunks(xs) == [[0], [1], [2], [3]]
-    torch.testing.assert_close(torch.stack(fused.header_rows(xs)), whole, equal_nan=True)
+    np.testing.assert_array_equal(np.stack(fused.header_rows(xs)), whole)
 
 
 def test_gradscaler_scale_and_skipped_steps():
@@ -81,11 +81,12 @@ def test_gradscaler_scale_and_skipped_steps():
     (row,) = fused.header_rows([x * 1024.0])
     (plain,) = fused.header_rows([x])
     (unscaled,) = fused.scaled([row], torch.tensor([1024.0]))
-    torch.testing.assert_close(unscaled, plain, equal_nan=True)
+    assert isinstance(row, np.ndarray)  # CPU rows stay in host memory as numpy arrays
+    np.testing.assert_allclose(unscaled, plain, rtol=1e-12)
     (skipped,) = fused.masked([plain], torch.tensor([1.0]))
-    assert torch.isnan(skipped).all()
+    assert np.isnan(skipped).all()
     (taken,) = fused.masked([plain], torch.tensor([0.0]))
-    torch.testing.assert_close(taken, plain, equal_nan=True)
+    np.testing.assert_array_equal(taken, plain)
 
 
 def test_cpu_vectors_are_fetched_at_once_and_in_order():
