@@ -8,6 +8,11 @@ histogram jobs go first (the oldest queued ones make room for a scalar job),
 then new scalar jobs; what was dropped is counted. Jobs marked ``keep``
 (findings, the run description, the layout, flushes) are rare and small and
 are never dropped.
+
+The writer wakes every ``period`` seconds to run what was queued, not on
+every ``put``: waking a sleeping thread costs the training thread a system
+call and both threads a context switch, on every step. ``put`` wakes it
+only for kept jobs (a flush waits on them) and when the queue is half full.
 """
 from __future__ import annotations
 
@@ -32,12 +37,12 @@ class BackgroundWriter:
     """
 
     def __init__(self, max_bytes: int = 64 << 20, name: str = "nnhealth-writer",
-                 idle: Callable[[], None] | None = None, idle_secs: float = 5.0):
+                 idle: Callable[[], None] | None = None, idle_secs: float = 5.0, period: float = 0.1):
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
         self.max_bytes = max_bytes
         self.dropped = {SCALARS: 0, HISTOGRAMS: 0}
-        self._jobs: deque = deque()  # (kind, cost, job)
+        self._jobs: deque = deque()  # (kind, cost, job, fallback)
         self._queued_bytes = 0       # cost of the queued SCALARS and HISTOGRAMS jobs
         self._cond = threading.Condition()
         self._enqueued = 0           # jobs ever accepted
@@ -48,39 +53,60 @@ class BackgroundWriter:
         #: run on the writer thread once the queue has been empty for idle_secs after some work
         #: (the sink flushes its file there, so a paused run is on disk within seconds)
         self._idle, self.idle_secs = idle, idle_secs
+        self.period = period
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     # -- training thread -----------------------------------------------------
-    def put(self, job: Callable[[], None], kind: str = SCALARS, cost: int = 0, steps: int = 1) -> None:
+    def put(self, job: Callable[[], None], kind: str = SCALARS, cost: int = 0, steps: int = 1,
+            fallback: tuple | None = None) -> None:
         """Queue ``job``, which holds about ``cost`` bytes (and writes ``steps`` training steps, what
-        ``dropped`` counts); drops instead of waiting when the queue is full (see the module doc)."""
+        ``dropped`` counts); drops instead of waiting when the queue is full (see the module doc).
+
+        ``fallback``: for a histogram job that writes scalars too, the scalar job ``(job, cost, steps)``
+        doing only that, queued in its place when it is dropped, so scalars still outlive histograms.
+        """
         with self._cond:
             self._raise_error_once()
             if self._closing or self._error is not None:
                 return
-            if kind == KEEP:
-                cost = 0
-            elif self._queued_bytes + cost > self.max_bytes:
-                if kind == HISTOGRAMS or not self._evict_histograms(cost):
-                    self.dropped[kind] += steps
-                    return
-            self._jobs.append((kind, cost, job))
-            self._enqueued += 1
-            self._queued_bytes += cost
-            self._cond.notify_all()
+            self._add(job, kind, cost, steps, fallback)
+            if kind == KEEP or 2 * self._queued_bytes > self.max_bytes:
+                self._cond.notify_all()
+
+    def _add(self, job, kind: str, cost: int, steps: int, fallback: tuple | None) -> None:
+        if kind == KEEP:
+            cost = 0
+        elif self._queued_bytes + cost > self.max_bytes:
+            if kind == HISTOGRAMS or not self._evict_histograms(cost):
+                self.dropped[kind] += steps
+                if kind == HISTOGRAMS and fallback is not None:
+                    job, cost, steps = fallback
+                    self._add(job, SCALARS, cost, steps, None)
+                return
+        self._jobs.append((kind, cost, job, fallback))
+        self._enqueued += 1
+        self._queued_bytes += cost
 
     def _evict_histograms(self, cost: int) -> bool:
-        """Drop the oldest queued histogram jobs until ``cost`` more bytes fit; False if they cannot."""
+        """Drop the oldest queued histogram jobs (leaving their fallbacks in their place) until
+        ``cost`` more bytes fit; False if they cannot."""
         histograms = [item for item in self._jobs if item[0] == HISTOGRAMS]
-        if self._queued_bytes - sum(c for _, c, _ in histograms) + cost > self.max_bytes:
+        freed = sum(c - (fallback[1] if fallback else 0) for _, c, _, fallback in histograms)
+        if self._queued_bytes - freed + cost > self.max_bytes:
             return False
         while self._queued_bytes + cost > self.max_bytes:
-            item = next(item for item in self._jobs if item[0] == HISTOGRAMS)
-            self._jobs.remove(item)
-            self._queued_bytes -= item[1]
-            self._finished += 1
+            at = next(i for i, item in enumerate(self._jobs) if item[0] == HISTOGRAMS)
+            _, c, _, fallback = self._jobs[at]
+            self._queued_bytes -= c
             self.dropped[HISTOGRAMS] += 1
+            if fallback is None:
+                del self._jobs[at]
+                self._finished += 1
+            else:
+                job, c, _ = fallback
+                self._jobs[at] = (SCALARS, c, job, None)
+                self._queued_bytes += c
         return True
 
     def flush(self, timeout: float = 60.0) -> None:
@@ -88,6 +114,7 @@ class BackgroundWriter:
         with self._cond:
             self._raise_error_once()
             target = self._enqueued
+            self._cond.notify_all()
             deadline = time.monotonic() + timeout
             while self._finished < target and self._error is None:
                 left = deadline - time.monotonic()
@@ -129,19 +156,22 @@ class BackgroundWriter:
         idle_due = False
         while True:
             with self._cond:
-                if not self._jobs and not self._closing and idle_due and self._idle is not None:
-                    self._cond.wait(self.idle_secs)
-                if not self._jobs and not self._closing and idle_due and self._idle is not None:
-                    job = self._idle
-                    idle_due, counted = False, False
-                else:
-                    while not self._jobs and not self._closing:
-                        self._cond.wait()
-                    if not self._jobs:
-                        return
-                    _, cost, job = self._jobs.popleft()
+                # wait for jobs, looking every period; after some work, run the idle callback once
+                # when nothing came for idle_secs
+                idle_at = time.monotonic() + self.idle_secs if idle_due and self._idle is not None else None
+                while not self._jobs and not self._closing:
+                    left = self.period if idle_at is None else min(self.period, idle_at - time.monotonic())
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._jobs:
+                    _, cost, job, _ = self._jobs.popleft()
                     self._queued_bytes -= cost
                     idle_due, counted = True, True
+                elif self._closing:
+                    return
+                else:
+                    job, idle_due, counted = self._idle, False, False
             try:
                 job()
             except BaseException as e:  # kept for the training thread to see; nothing more is written

@@ -52,10 +52,16 @@ def masked_crc32c(data: bytes) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+def frame_parts(data: bytes) -> tuple[bytes, bytes]:
+    """What a TFRecord puts before and after ``data``."""
+    header = struct.pack("<Q", len(data))
+    return header + struct.pack("<I", masked_crc32c(header)), struct.pack("<I", masked_crc32c(data))
+
+
 def frame(data: bytes) -> bytes:
     """One TFRecord: the bytes TensorBoard's RecordWriter writes for ``data``."""
-    header = struct.pack("<Q", len(data))
-    return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
+    head, tail = frame_parts(data)
+    return head + data + tail
 
 
 class EventFile:
@@ -84,8 +90,13 @@ class EventFile:
                                        source_metadata=event_pb2.SourceMetadata(writer="nnhealth")))
         self.flush()
 
-    def add_event(self, event: event_pb2.Event) -> None:
-        self._fh.write(frame(event.SerializeToString()))
+    def add_event(self, event: event_pb2.Event | bytes) -> None:
+        """Append an event, or the bytes of a serialised one (what the sink builds, see :mod:`.protos`)."""
+        data = event if isinstance(event, bytes) else event.SerializeToString()
+        head, tail = frame_parts(data)
+        self._fh.write(head)  # three writes rather than one: a sampled step's event is 100 kB, not copied again
+        self._fh.write(data)
+        self._fh.write(tail)
         self.dirty = True
 
     def flush(self) -> None:

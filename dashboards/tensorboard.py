@@ -14,8 +14,7 @@ import logging
 import math
 import threading
 import time
-
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from functools import lru_cache
 
 from ..sinks.base import Sink, StepRecord
 from . import protos, tags
@@ -31,8 +30,9 @@ log = logging.getLogger("nnhealth")
 SCALAR_BYTES = 200
 SUMMARY_BYTES = 1000
 #: unsampled steps whose scalars are handed to the writer thread as one job (a job per step would
-#: wake the writer, and cost the training thread a lock and a notification, on every step)
+#: cost the training thread a lock, and the writer thread a job, on every step)
 SCALAR_BATCH = 10
+_NO_FACTS: dict = {}
 
 #: sinks not closed yet, closed at interpreter exit while their daemon threads still run (held
 #: strongly, so a Monitor dropped without close() still gets its files flushed)
@@ -76,7 +76,8 @@ class TensorBoardSink(Sink):
         self._last_step = 0
         self._dropped_written = dict(self._queue.dropped)
         self._closed = False
-        self._state_written: dict[str, tuple] = {}  # state tag -> (layout, facts) of its last metadata
+        #: (role, where) -> (layout, facts) of its last state metadata, its entries' prefix and size
+        self._state_written: dict[tuple, tuple] = {}
         run = {"version": tags.FORMAT_VERSION, "every": every, "num_classes": num_classes}
         start = time.time()
         self._queue.put(lambda: self._write(0, start, [protos.text(tags.RUN, json.dumps(run))]), KEEP)
@@ -93,15 +94,19 @@ class TensorBoardSink(Sink):
         step, scalars = record.step, record.scalars
         self._last_step = max(self._last_step, step)
         self._scalar_batch.append((step, now, scalars))
-        if record.summaries or len(self._scalar_batch) >= SCALAR_BATCH or now - self._scalar_batch[0][1] > 1.0:
-            self._queue_scalars()
         if record.summaries:
+            # one job for the step's scalars and its histograms and states; should the queue be full,
+            # its fallback writes the scalars alone
+            batch, self._scalar_batch = self._scalar_batch, []
             summaries = dict(record.summaries)
             # copied here: the Monitor keeps adding facts to these dicts while the writer reads them
             meta = {where: dict(facts) for where, facts in record.meta.items()}
-            cost = sum(s.v.nbytes + SUMMARY_BYTES for s in summaries.values())
-            self._queue.put(lambda: self._write(step, now, self._bulk_values(summaries, meta)), HISTOGRAMS,
-                            cost=cost)
+            scalar_cost = SCALAR_BYTES * sum(len(scalars) for _, _, scalars in batch)
+            cost = scalar_cost + sum(s.v.nbytes + SUMMARY_BYTES for s in summaries.values())
+            self._queue.put(lambda: self._write_sampled(batch, summaries, meta), HISTOGRAMS, cost=cost,
+                            fallback=(lambda: self._write_scalars(batch), scalar_cost, len(batch)))
+        elif len(self._scalar_batch) >= SCALAR_BATCH or now - self._scalar_batch[0][1] > 1.0:
+            self._queue_scalars()
 
     def write_finding(self, finding) -> None:
         if self._closed:
@@ -150,9 +155,8 @@ class TensorBoardSink(Sink):
         """Hand the scalars of the steps not written yet to the writer thread, as one job."""
         batch, self._scalar_batch = self._scalar_batch, []
         if batch:
-            self._queue.put(lambda: [self._write(step, now, _scalar_values(scalars)) for step, now, scalars in batch],
-                            SCALARS, cost=SCALAR_BYTES * sum(len(scalars) for _, _, scalars in batch),
-                            steps=len(batch))
+            self._queue.put(lambda: self._write_scalars(batch), SCALARS,
+                            cost=SCALAR_BYTES * sum(len(scalars) for _, _, scalars in batch), steps=len(batch))
 
     def _queue_findings(self) -> None:
         if self._findings_step is None:
@@ -173,28 +177,47 @@ class TensorBoardSink(Sink):
         self._queue.put(lambda: self._write(step, now, values), KEEP)
 
     # -- on the writer thread ----------------------------------------------------------
-    def _write(self, step: int, wall_time: float, values: list) -> None:
-        if values:
-            event = event_pb2.Event(step=step, wall_time=wall_time, summary=summary_pb2.Summary(value=values))
-            self._events.add_event(event)
+    def _write(self, step: int, wall_time: float, pieces: list, size: int | None = None) -> None:
+        """One event of ``pieces`` (see :func:`.protos.event`), none when there are none."""
+        if pieces:
+            self._events.add_event(protos.event(step, wall_time, pieces, size))
             if time.monotonic() - self._events.last_flush > self.flush_secs:
                 self._events.flush()
 
-    def _bulk_values(self, summaries: dict, meta: dict) -> list:
+    def _write_scalars(self, batch: list) -> None:
+        for step, now, scalars in batch:
+            self._write(step, now, _scalar_values(scalars))
+
+    def _write_sampled(self, batch: list, summaries: dict, meta: dict) -> None:
+        """The scalars of ``batch``, then the histograms and states of its last step. Two events: the
+        scalars first (readers drop a resumed run's later states when its scalars go back), and on
+        their own (readers skip TensorBoard's compat conversion for events of plain scalars)."""
+        self._write_scalars(batch)
+        step, now, _ = batch[-1]
+        self._write(step, now, *self._bulk_values(summaries, meta))
+
+    def _bulk_values(self, summaries: dict, meta: dict) -> tuple[list, int]:
         """Histograms of activations and inputs, and the mergeable state of every summary, with
-        the state's metadata on a tag's first event and whenever its layout or facts change."""
-        values = []
-        for (role, where), s in summaries.items():
-            if role in tags.HISTOGRAM_ROLES:
-                value = protos.histogram_value(tags.histogram_tag(role, where), s)
-                if value is not None:
-                    values.append(value)
-            facts = meta.get(where, {})
-            tag, key = tags.state_tag(role, where), (s.layout, repr(sorted(facts.items())))
-            changed = self._state_written.get(tag) != key
-            self._state_written[tag] = key
-            values.append(protos.state_value(role, where, s, facts, with_metadata=changed))
-        return values
+        the state's metadata on a tag's first event and whenever its layout or facts change; as
+        pieces of an event's summary, and their size in bytes."""
+        pieces = protos.histogram_values([(tags.histogram_tag(role, where), s)
+                                          for (role, where), s in summaries.items() if role in tags.HISTOGRAM_ROLES])
+        size = sum(map(len, pieces))
+        written = self._state_written
+        for name, s in summaries.items():
+            facts = meta.get(name[1], _NO_FACTS)  # the sink's own copy, never changed after write_step
+            last = written.get(name)
+            if last is not None and last[1] == facts and (last[0] is s.layout or last[0] == s.layout):
+                pieces += (last[2], protos.state_vector(s))
+                size += last[3]
+            else:
+                role, where = name
+                prefix = protos.state_prefix(role, where, s.layout.size)
+                written[name] = (s.layout, facts, prefix, len(prefix) + 8 * s.layout.size)
+                entry = protos.state_value(role, where, s, facts)
+                pieces.append(entry)
+                size += len(entry)
+        return pieces, size
 
     def _flush_if_dirty(self) -> None:
         if self._events.dirty:
@@ -204,17 +227,36 @@ class TensorBoardSink(Sink):
         return f"TensorBoardSink({self.logdir!r}, pending={self._queue.pending}, dropped={self.dropped})"
 
 
-def _scalar_values(scalars: dict) -> list:
-    """The scalars of one step, plus the train-validation gaps when both sides are there and the
-    log10 of the update ratios."""
-    values = [protos.scalar(tags.scalar_tag(where, stat), value) for (where, stat), value in scalars.items()]
-    for (where, stat), value in scalars.items():
-        if stat == "update/ratio" and where is not None and value > 0 and math.isfinite(value):
-            values.append(protos.scalar(f"{tags.UPDATE_RATIO_LOG10}/{where}", math.log10(value)))
+class _ScalarLayout:
+    """How the scalars of a step with these (where, stat) keys are written: the keys are the same on
+    most steps of a run, so their tags are worked out once."""
+
+    def __init__(self, keys: tuple):
+        self.block = protos.ScalarBlock([tags.scalar_tag(where, stat) for where, stat in keys])
+        #: (position, tag) of each update ratio, whose log10 is written too
+        self.ratios = [(i, f"{tags.UPDATE_RATIO_LOG10}/{where}") for i, (where, stat) in enumerate(keys)
+                       if stat == "update/ratio" and where is not None]
+
+
+@lru_cache(maxsize=64)
+def _scalar_layout(keys: tuple) -> _ScalarLayout:
+    return _ScalarLayout(keys)
+
+
+def _scalar_values(scalars: dict) -> list[bytes]:
+    """The entries of one step's scalars, plus the train-validation gaps when both sides are there
+    and the log10 of the update ratios."""
+    if not scalars:
+        return []
+    layout = _scalar_layout(tuple(scalars))
+    numbers = list(scalars.values())
+    values = [layout.block.entries(numbers)]
+    for i, tag in layout.ratios:
+        value = numbers[i]
+        if value > 0 and math.isfinite(value):
+            values.append(protos.scalar(tag, math.log10(value)))
     for tag, minuend, subtrahend in ((tags.LOSS_GAP, "val_loss", "loss"), (tags.ACCURACY_GAP, "train_acc", "val_acc")):
         a, b = scalars.get((None, minuend)), scalars.get((None, subtrahend))
         if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
             values.append(protos.scalar(tag, a - b))
     return values
-
-

@@ -196,3 +196,34 @@ def test_event_records_are_framed_byte_for_byte_as_tensorboards_own_writer_frame
     a, b = EventFile(tmp_path), EventFile(tmp_path)          # same second, same process: two files
     assert a.path != b.path and a.path.name.startswith("events.out.tfevents.")
     a.close(), b.close()
+
+
+def test_the_writer_wakes_by_its_period_for_small_jobs_and_at_once_for_kept_ones_or_a_half_full_queue():
+    w = BackgroundWriter(max_bytes=100, period=60.0)
+    small, big, kept = threading.Event(), threading.Event(), threading.Event()
+    w.put(small.set, SCALAR_JOBS, cost=10)       # no wake-up: the training thread pays no system call
+    time.sleep(0.2)
+    assert not small.is_set()
+    w.put(big.set, HISTOGRAMS, cost=45)          # more than half of max_bytes queued: woken
+    assert big.wait(10) and small.is_set()
+    w.put(kept.set, KEEP)
+    assert kept.wait(10)
+    w.put(small.clear, SCALAR_JOBS, cost=1)
+    w.flush(timeout=10)                          # a flush does not wait for the period either
+    assert not small.is_set()
+    w.close(timeout=10)
+
+
+def test_a_dropped_histogram_job_leaves_its_scalar_fallback_in_its_place():
+    gate, out = threading.Event(), []
+    w = BackgroundWriter(max_bytes=10)
+    w.put(lambda: gate.wait(30), KEEP)                      # holds the writer thread
+    for name, cost, fallback_cost in (("a", 6, 1), ("b", 6, 2)):   # b does not fit: its fallback is queued
+        w.put(lambda name=name: out.append(name), HISTOGRAMS, cost=cost,
+              fallback=(lambda name=name: out.append(name + " scalars"), fallback_cost, 3))
+    w.put(lambda: out.append("s"), SCALAR_JOBS, cost=4)     # evicts a, whose fallback stays first
+    w.put(lambda: out.append("t"), SCALAR_JOBS, cost=4)     # no histogram left to evict: dropped
+    assert w.dropped == {"scalars": 1, "histograms": 2}
+    gate.set()
+    w.close(timeout=10)
+    assert out == ["a scalars", "b scalars", "s"]

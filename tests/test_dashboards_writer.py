@@ -102,7 +102,7 @@ def test_histogram_buckets_count_exactly_what_numpy_counts():
               np.concatenate([-rng.lognormal(0, 4, 3000), np.zeros(100), rng.lognormal(2, 1, 2000)]),
               np.zeros(50)):
         s = Summary(*summarize(x, "linear", hist=True))
-        limits, counts = protos.histogram_buckets(s.hist)
+        ((limits, counts),) = protos.histogram_buckets([s.hist])
         assert sum(counts) == x.size
         assert all(a < b for a, b in zip(limits, limits[1:]))
         cum = np.cumsum(counts)
@@ -184,10 +184,10 @@ def test_state_tensors_replay_to_the_same_findings(run):
            [(f.symptom, f.where, f.step) for f in rec.monitor.findings]
 
 
-def test_histogram_value_skips_summaries_without_finite_values():
+def test_histogram_values_skip_summaries_without_finite_values():
     s = Summary(*summarize(np.array([np.nan, np.inf]), "linear", hist=True))
-    assert protos.histogram_value("activation_hist/x", s) is None
-    assert protos.histogram_value("activation_hist/x", Summary(*summarize(np.ones(3), "linear"))) is None
+    assert protos.histogram_values([("activation_hist/x", s)]) == []
+    assert protos.histogram_values([("activation_hist/x", Summary(*summarize(np.ones(3), "linear")))]) == []
     assert H.NUM_BUCKETS == Layout(hist=True).size - Layout().size
 
 
