@@ -22,7 +22,9 @@ class Engine:
         #: a windowed symptom counts as cleared only after this many healthy verdicts in a row, so a
         #: value hovering at a threshold is not reported again and again (per-step rules clear at once)
         self.clear_after = clear_after
-        self.active: dict[tuple[str, str | None], int] = {}
+        #: per rule, its active symptoms (place -> healthy verdicts since last seen): each rule's verdict
+        #: is matched against its own symptoms only, however many other rules have active ones
+        self.active: dict[str, dict[str | None, int]] = {rule.id: {} for rule in self.rules}
         self.broken: set[str] = set()
 
     def evaluate(self, history: History, step: int, num_classes=None, sampled: bool = True) -> list[Finding]:
@@ -41,22 +43,22 @@ class Engine:
                 continue
             if detections is None:
                 continue
-            seen = set()
+            active, seen = self.active[rule.id], set()
             for d in detections:
-                key = (rule.id, d.where if d.key is None else d.key)
+                key = d.where if d.key is None else d.key
                 seen.add(key)
-                if key in self.active:
-                    self.active[key] = 0
+                if key in active:
+                    active[key] = 0
                     continue
-                self.active[key] = 0
+                active[key] = 0
                 new.append(Finding(symptom=rule.id, severity=d.severity or rule.severity, step=step,
                                    where=d.where, message=d.message, evidence=dict(d.evidence),
                                    advice=d.advice or rule.advice))
-            if len(seen) == len(self.active):  # every active symptom was seen again: nothing clears
+            if len(seen) == len(active):  # every active symptom was seen again: nothing clears
                 continue
             needed = 1 if rule.cadence == "step" else self.clear_after
-            for key in [k for k in self.active if k[0] == rule.id and k not in seen]:
-                self.active[key] += 1
-                if self.active[key] >= needed:
-                    del self.active[key]
+            for key in [k for k in active if k not in seen]:
+                active[key] += 1
+                if active[key] >= needed:
+                    del active[key]
         return new

@@ -7,60 +7,90 @@ steps:
   std...). Each keeps its first ``head`` points forever (rules compare with
   the start of training) and a ring buffer of the latest ``capacity`` points.
 - **summaries**: the full mergeable :class:`~nnhealth.stats.Summary` of each
-  (role, where) on the latest ``window`` sampled steps, which is what
-  per-unit rules (dead units, saturation) judge, plus the first one seen
-  (initialisation checks).
+  (role, where) on the latest ``window`` sampled steps, plus the first one
+  seen (initialisation checks); and, per role, the same numbers for all
+  layers at once as arrays (:class:`~nnhealth.blocks.RoleBlock`), which is
+  what the layer rules judge.
 """
 from __future__ import annotations
 
-import math
+from array import array
 from collections import deque
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
 
+from .blocks import RoleBlock
+from .derived import split
 from .stats.summary import MAX, MIN, Summary
+
+_append = array.append
 
 
 class Series:
     """Step/value pairs: the first ``head`` kept, then a ring of the latest ``capacity``.
 
-    Python lists and deques rather than numpy buffers: appends happen for every
-    statistic of every layer on every sampled step, and a deque append costs a
-    fraction of a numpy element assignment.
+    Two typed arrays (:mod:`array`), steps and values, rather than lists or
+    deques of Python numbers: appending costs the same, a point takes 16 bytes
+    instead of about 60, and the garbage collector, which walks every list and
+    deque on each full collection (millions of points with many layers), has
+    nothing to walk. The first ``head`` points are never removed; past them,
+    every ``capacity // 4`` points beyond ``capacity`` the oldest are cut.
     """
 
-    __slots__ = ("_first", "_hs", "_hv", "_rs", "_rv", "capacity", "head", "total")
+    __slots__ = ("_dropped", "_first", "_limit", "_s", "_v", "capacity", "head")
 
     def __init__(self, head: int = 64, capacity: int = 1024):
         self.head, self.capacity = head, capacity
-        self._hs: list[int] = []
-        self._hv: list[float] = []
-        self._rs: deque = deque(maxlen=capacity)
-        self._rv: deque = deque(maxlen=capacity)
-        self.total = 0       # points ever appended
-        self._first: dict = {}  # n -> (steps, values) of the first n points, once they can no longer change
+        self._s, self._v = array("q"), array("d")
+        #: points cut so far; the length past which the arrays are cut back (a quarter of capacity later)
+        self._dropped = 0
+        self._limit = head + capacity + max(capacity // 4, 1)
+        #: n -> (steps, values) of the first n points, once they can no longer change (made when first asked)
+        self._first: dict | None = None
+
+    @property
+    def total(self) -> int:
+        """Points ever appended."""
+        return self._dropped + len(self._v)
 
     def append(self, step: int, value: float) -> None:
-        if self.total < self.head:
-            self._hs.append(step)
-            self._hv.append(value)
-        else:
-            self._rs.append(step)
-            self._rv.append(value)
-        self.total += 1
+        self._v.append(value)
+        try:
+            self._s.append(step)
+        except BaseException:
+            del self._v[-1]
+            raise
+        if len(self._v) > self._limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the points older than the latest ``capacity`` past the head."""
+        excess = len(self._v) - self.head - self.capacity
+        if excess > 0:
+            del self._s[self.head:self.head + excess], self._v[self.head:self.head + excess]
+            self._dropped += excess
+
+    def _kept(self, a: array) -> array:
+        """``a``'s kept points: the head, and the latest ``capacity`` after it."""
+        extra = len(a) - self.head - self.capacity
+        return a if extra <= 0 else a[:self.head] + a[self.head + extra:]
 
     def __len__(self) -> int:
-        return len(self._hs) + len(self._rs)
+        return min(len(self._v), self.head + self.capacity)
 
     def first(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first ``n`` points (all kept first points when None); read-only arrays, made once
         when they can no longer change (step rules ask for them on every step)."""
-        k = len(self._hs) if n is None else min(n, len(self._hs))
+        in_head = min(len(self._v), self.head)
+        k = in_head if n is None else min(n, in_head)
+        if self._first is None:
+            self._first = {}
         got = self._first.get(k)
         if got is None:
-            got = np.array(self._hs[:k], dtype=np.int64), np.array(self._hv[:k], dtype=np.float64)
-            if k == self.head or k < len(self._hs) or (n is not None and k >= n):
+            got = np.array(self._s[:k], dtype=np.int64), np.array(self._v[:k], dtype=np.float64)
+            if k == self.head or k < in_head or (n is not None and k >= n):
                 for a in got:
                     a.flags.writeable = False
                 self._first[k] = got
@@ -68,70 +98,59 @@ class Series:
 
     def last_values(self, n: int) -> list[float]:
         """The latest ``n`` values (fewer when fewer are kept), oldest first, as a list."""
-        ring = self._rv
-        if len(ring) >= n:
-            return [ring[i] for i in range(len(ring) - n, len(ring))]
-        take = n - len(ring)
-        return self._hv[max(len(self._hv) - take, 0):] + list(ring)
+        if n <= 0:
+            return []
+        if n <= min(len(self._v) - self.head, self.capacity):  # all kept points past the head
+            return self._v[len(self._v) - n:].tolist()
+        kept = self._kept(self._v)
+        return kept[max(len(kept) - n, 0):].tolist()
 
     def last(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The latest ``n`` points (all kept points when None), oldest first."""
         if n is None:
             return self.arrays()
-        values = self.last_values(n)
-        ring = self._rs
-        k = len(values)
-        if len(ring) >= k:
-            steps = [ring[i] for i in range(len(ring) - k, len(ring))]
-        else:
-            steps = self._hs[len(self._hs) - (k - len(ring)):] + list(ring)
-        return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+        if n <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        if n <= min(len(self._v) - self.head, self.capacity):
+            return (np.array(self._s[len(self._s) - n:], dtype=np.int64),
+                    np.array(self._v[len(self._v) - n:], dtype=np.float64))
+        steps, values = self._kept(self._s), self._kept(self._v)
+        return (np.array(steps[max(len(steps) - n, 0):], dtype=np.int64),
+                np.array(values[max(len(values) - n, 0):], dtype=np.float64))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return (np.array(self._hs + list(self._rs), dtype=np.int64),
-                np.array(self._hv + list(self._rv), dtype=np.float64))
+        return np.array(self._kept(self._s), dtype=np.int64), np.array(self._kept(self._v), dtype=np.float64)
 
     @property
     def latest(self) -> float:
-        if self.total == 0:
-            return float("nan")
-        return float(self._rv[-1] if self._rv else self._hv[-1])
+        return self._v[-1] if self._v else float("nan")
 
     @property
     def latest_step(self) -> int:
-        return int(self._rs[-1] if self._rs else self._hs[-1])
-
-
-#: updates of a running window total before it is recomputed exactly
-EXACT_EVERY = 64
-
-
-def _summable(s: Summary) -> bool:
-    """A summary a running total can add and later subtract exactly enough: finite sums (NaN or Inf
-    would stay in the total after the summary left the window) and at least one value."""
-    h = s.h
-    return h[0] > 0 and math.isfinite(h[1]) and math.isfinite(h[2]) and math.isfinite(h[3])
+        return self._s[-1]
 
 
 class History:
     """Everything the rules can look at, bounded; exported with :meth:`to_dataframe`.
 
     Recording is the hot path (every statistic of every layer on every sampled
-    step), so it does the least it can: an append per series and per summary.
-    A window of summaries is merged when a rule first asks for it; from then on
-    its running total is kept (one addition and one subtraction per step, with
-    an exact recomputation now and then, since floats drift), so only the
-    windows that rules read (activations, inputs) cost anything.
+    step), so it does the least it can: an append per series and per summary,
+    and per role a few array writes into its block.
     """
 
     def __init__(self, capacity: int = 1024, head: int = 64, window: int = 5):
         self.capacity, self.head, self.window = capacity, head, window
         self._series: dict[tuple[str | None, str], Series] = {}
-        self._summaries: dict[tuple[str, str], deque] = {}
+        #: key count -> what record_many needs of the series of recent key lists (see _targets)
+        self._recent_targets: dict[int, list] = {}
         self._window_cache: dict[tuple[str, str], Summary] = {}
-        #: running totals of the windows read so far: key -> [packed sum, layout, updates since exact]
-        self._totals: dict[tuple[str, str], list] = {}
-        self._first: dict[tuple[str, str], tuple[int, Summary]] = {}
+        #: per role, all its layers as arrays
+        self._blocks: dict[str, RoleBlock] = {}
+        #: (role, stat) -> ((series count, layer count) when looked up, the layers' series)
+        self._series_of: dict[tuple[str, str], tuple] = {}
+        #: the step's summaries split by role, held from recording them until recording the numbers derived
+        #: from them, so that deriving finds it (and no longer: the summaries are then free to go)
+        self._step = None
         #: names per role in the order first seen: depth order for the layer rules
         self.order: dict[str, list[str]] = {}
         #: per-name facts given by the caller (activation kind, fan-in, ...)
@@ -152,44 +171,65 @@ class History:
     def record_many(self, step: int, values: dict) -> None:
         """Record ``{(where, stat): value}`` at ``step``: :meth:`record` for many series at once."""
         self._memo.clear()
-        series, head = self._series, self.head
-        for key, value in values.items():
+        self._step = None
+        got = self._targets(values)
+        _, targets, steps, points, _ = got
+        array("q", [step])  # a step that does not fit raises here, before anything was appended
+        try:  # every series' arrays appended in two C loops
+            deque(map(_append, points, values.values()), maxlen=0)
+        except BaseException:  # a value that is not a number: every series is left as it was
+            for s in targets:
+                if len(s._v) > len(s._s):
+                    del s._v[-1]
+            raise
+        deque(map(_append, steps, repeat(step)), maxlen=0)
+        got[4] -= 1
+        if got[4] <= 0:  # now and then, each series cut back to its capacity
+            got[4] = self.capacity // 4 or 1
+            for s in targets:
+                if len(s._v) > s._limit:
+                    s._trim()
+
+    def _targets(self, values: dict) -> list:
+        """[keys, their series, the series' step arrays, their value arrays, record_many calls left before
+        the next cut] for ``values``' keys (new series made). Steps bring the same keys again and again
+        (sampled steps all layers' numbers, the others the loss): the last few key lists are remembered,
+        so such a step looks up no key (one comparison of the key lists)."""
+        keys = list(values)
+        got = self._recent_targets.get(len(keys))
+        if got is not None and got[0] == keys:
+            return got
+        series, targets = self._series, []
+        for key in keys:
             s = series.get(key)
             if s is None:
-                s = series[key] = Series(head, self.capacity)
-            value = float(value)
-            if s.total < head:  # Series.append, inlined: this loop runs for every statistic of every layer
-                s._hs.append(step)
-                s._hv.append(value)
-            else:
-                s._rs.append(step)
-                s._rv.append(value)
-            s.total += 1
+                s = series[key] = Series(self.head, self.capacity)
+            targets.append(s)
+        if len(self._recent_targets) >= 4:
+            self._recent_targets.clear()
+        got = self._recent_targets[len(keys)] = [keys, targets, [s._s for s in targets], [s._v for s in targets],
+                                                 self.capacity // 4 or 1]
+        return got
 
     def record_summary(self, step: int, role: str, where: str, summary: Summary) -> None:
         self.record_summaries(step, {(role, where): summary})
 
     def record_summaries(self, step: int, summaries: dict) -> None:
-        """Keep ``{(role, where): Summary}`` of one step (``update_base`` entries are not kept)."""
-        kept, totals = self._summaries, self._totals
-        for key, summary in summaries.items():
-            q = kept.get(key)
-            if q is None:
-                if key[0] == "update_base":
-                    continue
-                q = kept[key] = deque(maxlen=self.window)
-                self._first[key] = (step, summary)
-                self.order.setdefault(key[0], []).append(key[1])
-            tracked = totals.get(key)
-            if tracked is not None:
-                if tracked[2] < EXACT_EVERY and summary.layout == tracked[1] and _summable(summary):
-                    tracked[0] += summary.v
-                    if len(q) == q.maxlen:
-                        tracked[0] -= q[0][1].v
-                    tracked[2] += 1
-                else:  # merged afresh when next read
-                    del totals[key]
-            q.append((step, summary))
+        """Keep ``{(role, where): Summary}`` of one step (``update_base`` entries, the parameters before
+        their updates, only give the update ratios)."""
+        self._step = step_ = split(summaries)
+        for role, (names, items) in step_.roles.items():
+            if role == "update_base":
+                continue
+            block = self._blocks.get(role)
+            if block is None:
+                block = self._blocks[role] = RoleBlock(self.window, units=role == "activation",
+                                                       ratios=role == "update", moments=role == "parameter")
+                self.order[role] = block.names
+            units = ((step_.unit_layout()[0], step_.unit_parts(0), step_.unit_parts(1)) if role == "activation"
+                     else None)
+            ratios = step_.update_ratios() if role == "update" else None
+            block.record(step, names, items, step_.headers(role), step_.headers_only(role), units, ratios)
         self._window_cache.clear()
         self._memo.clear()
 
@@ -224,21 +264,27 @@ class History:
         """Names seen for ``role``, in depth (first seen) order."""
         return self.order.get(role, [])
 
+    def _column(self, role: str, where: str) -> tuple[RoleBlock | None, int | None]:
+        block = self._blocks.get(role)
+        return (block, block.index.get(where)) if block is not None else (None, None)
+
     def summaries(self, role: str, where: str) -> list[tuple[int, Summary]]:
         """(step, summary) of the latest sampled steps, oldest first."""
-        return list(self._summaries.get((role, where), ()))
+        block, j = self._column(role, where)
+        return block.column_window(j) if j is not None else []
 
     def window_size(self, role: str, where: str) -> int:
-        """How many sampled steps the window of (role, where) holds (without copying it)."""
-        q = self._summaries.get((role, where))
-        return len(q) if q is not None else 0
+        """How many sampled steps the window of (role, where) holds."""
+        block, j = self._column(role, where)
+        return min(int(block.seen[j]), self.window) if j is not None else 0
 
     def latest_summary(self, role: str, where: str) -> Summary | None:
-        q = self._summaries.get((role, where))
-        return q[-1][1] if q else None
+        block, j = self._column(role, where)
+        return block.latest_summary(j) if j is not None else None
 
     def first_summary(self, role: str, where: str) -> tuple[int, Summary] | None:
-        return self._first.get((role, where))
+        block, j = self._column(role, where)
+        return block.first[j] if j is not None else None
 
     def window_summary(self, role: str, where: str) -> Summary | None:
         """The window's summaries merged into one (unit counts summed), computed once per step."""
@@ -246,24 +292,16 @@ class History:
         cached = self._window_cache.get(key)
         if cached is not None:
             return cached
-        q = self._summaries.get(key)
-        if not q:
+        members = [s for _, s in self.summaries(role, where)]
+        if not members:
             return None
-        members = [s for _, s in q]
         layout = members[0].layout
-        tracked = self._totals.get(key)
         if len(members) == 1:
             merged = members[0]
-        elif tracked is not None or all(s.layout == layout for s in members):
-            # sums add up; the extremes come from the members' headers
-            if tracked is None:
-                total = members[0].v + members[1].v
-                for s in members[2:]:
-                    total += s.v
-                if all(_summable(s) for s in members):
-                    self._totals[key] = [total.copy(), layout, 0]
-            else:
-                total = tracked[0].copy()
+        elif all(s.layout == layout for s in members):  # sums add up; the extremes come from the headers
+            total = members[0].v + members[1].v
+            for s in members[2:]:
+                total += s.v
             merged = Summary(layout, total)
             merged.v[MIN] = merged.h[MIN] = min(s.h[MIN] for s in members)
             merged.v[MAX] = merged.h[MAX] = max(s.h[MAX] for s in members)
@@ -273,6 +311,22 @@ class History:
                 merged = merged.merge(s)
         self._window_cache[key] = merged
         return merged
+
+    def latest_of(self, role: str, stat: str) -> np.ndarray:
+        """The latest value of the series (name, ``stat``) of every layer of ``role`` in depth order (NaN
+        where there is none). The series objects are looked up once, and again only when series or
+        layers were added."""
+        names = self.order.get(role, [])
+        key = (role, stat)
+        cached = self._series_of.get(key)
+        if cached is None or cached[0] != (len(self._series), len(names)):
+            cached = self._series_of[key] = ((len(self._series), len(names)),
+                                             [self._series.get((name, stat)) for name in names])
+        return np.array([s.latest if s is not None else np.nan for s in cached[1]], dtype=np.float64)
+
+    def block(self, role: str) -> RoleBlock | None:
+        """All layers of ``role`` as arrays (None before any was recorded)."""
+        return self._blocks.get(role)
 
     def keys(self) -> list[tuple[str | None, str]]:
         return list(self._series)

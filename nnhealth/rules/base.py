@@ -9,6 +9,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..history import History
+from ..stats.kinds import get_kind
+from ..stats.summary import H
 
 #: the roles an observation can have; rules declare which ones they need
 ROLES = ("loss", "metrics", "activation", "gradient", "parameter", "update", "input")
@@ -121,18 +123,30 @@ def median(values) -> float:
 
 
 def medians(rows: list[list[float]]) -> np.ndarray:
-    """:func:`median` of each of many short lists at once (the latest points of every layer's series):
-    one sort of a NaN-padded matrix instead of a Python sort per layer; the same values."""
+    """:func:`median` of each of many short lists at once (the latest points of every layer's series)."""
     if not rows:
         return np.empty(0)
     width = max(len(r) for r in rows)
     m = np.full((len(rows), max(width, 1)), np.nan)
     for i, r in enumerate(rows):
         m[i, :len(r)] = r
-    m[~np.isfinite(m)] = np.nan
+    return row_medians(m)
+
+
+def row_medians(m: np.ndarray) -> np.ndarray:
+    """:func:`median` of the finite values of each row of ``m`` (NaN where none): one sort of the
+    matrix instead of a Python sort per row; the same values. ``m`` is overwritten."""
+    if not m.size:
+        return np.full(len(m), np.nan)
+    finite = np.isfinite(m)
+    if finite.all():  # the usual case: full rows of finite values
+        m.sort(axis=1)
+        mid = m.shape[1] // 2
+        return m[:, mid] if m.shape[1] % 2 else 0.5 * (m[:, mid - 1] + m[:, mid])
+    m[~finite] = np.nan
     m.sort(axis=1)  # NaN last
     n = np.count_nonzero(~np.isnan(m), axis=1)
-    i = np.arange(len(rows))
+    i = np.arange(len(m))
     lo, hi = m[i, np.maximum((n - 1) // 2, 0)], m[i, np.minimum(n // 2, m.shape[1] - 1)]
     return np.where(n == 0, np.nan, np.where(n % 2 == 1, lo, 0.5 * (lo + hi)))
 
@@ -145,18 +159,73 @@ def window_median(history: History, where, stat: str, points: int) -> float:
     return median(v)
 
 
-def weight_names(history: History, role: str) -> list[str]:
-    """Names of weight tensors (2-D or more) seen for ``role``, in depth order."""
+_NO_META: dict = {}
+
+
+def weights(history: History, role: str) -> np.ndarray:
+    """Columns of ``role``'s block that are weight tensors (2 or more dimensions), in depth order; once
+    per step (read-only)."""
+    names = tuple(history.names(role))  # the key: roles with the same tensors look them up once
+
+    def compute():
+        meta = history.meta
+        return np.flatnonzero(np.fromiter((meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names),
+                                          dtype=bool, count=len(names)))
+    return history.memo(("weights", names), compute)
+
+
+def kind_mask(history: History, flag: str) -> np.ndarray:
+    """Per activation layer (block column), whether its kind has ``flag`` (``can_die``, ``bounded``,
+    ``saturated``: a true :class:`~nnhealth.stats.kinds.Kind` attribute); False for layers without a kind.
+    The kinds are read from ``history.meta`` as they are now, once per step for all flags."""
+    return history.memo("kind_flags", lambda: _kind_flags(history))[flag]
+
+
+_FLAGS = ("can_die", "bounded", "saturated")
+
+
+def _kind_flags(history: History) -> dict[str, np.ndarray]:
+    meta, known, rows = history.meta, {}, []
+    for name in history.names("activation"):
+        kind = meta.get(name, _NO_META).get("kind")
+        got = known.get(kind)
+        if got is None:
+            k = get_kind(kind) if kind is not None else None
+            got = known[kind] = tuple(k is not None and bool(getattr(k, flag)) for flag in _FLAGS)
+        rows.append(got)
+    flags = np.array(rows, dtype=bool).reshape(len(rows), len(_FLAGS))
+    return {flag: flags[:, i] for i, flag in enumerate(_FLAGS)}
+
+
+def series_medians(history: History, role: str, stats: tuple[str, ...], cols: np.ndarray, points: int) -> list:
+    """For each of ``stats`` (series ``role/stat``), the median of the latest ``points`` values of the
+    layers ``cols`` of ``role`` (fewer where fewer are kept; NaN where none is finite): read from the
+    series one layer at a time, for the rare configurations the blocks do not cover (``points`` larger
+    than the window)."""
+    names = history.names(role)
+    return [medians([history.last_values(names[j], f"{role}/{stat}", points) for j in cols.tolist()])
+            for stat in stats]
+
+
+def judged_layers(history: History, layers: np.ndarray, min_samples: float, min_steps: int) -> np.ndarray:
+    """Columns of the activation layers among the mask ``layers`` whose window holds per-unit counts, at
+    least ``min_samples`` samples and ``min_steps`` sampled steps."""
+    block = history.block("activation")
+    return np.flatnonzero(layers & (block.window_units() > 0) & (block.window_header()[:, H["samples"]] >= min_samples)
+                          & (block.window_size() >= min_steps))
+
+
+def nonfinite(history: History, role: str, detection) -> list:
+    """``detection(name, count, fraction)`` for each layer of ``role`` whose latest summary holds NaN or Inf
+    values, in depth order."""
+    block = history.block(role)
+    if block is None:
+        return []
+    latest = block.latest[:block.n]
+    bad = np.flatnonzero(latest[:, H["nonfinite"]] > 0)
+    names = history.names(role)
     out = []
-    for name in history.names(role):
-        if history.meta.get(name, {}).get("ndim", 2) >= 2:
-            out.append(name)
+    for j, row in zip(bad.tolist(), latest[bad].tolist()):
+        count = row[H["nonfinite"]]
+        out.append(detection(names[j], int(count), count / (row[H["count"]] + count)))
     return out
-
-
-def layer_names(history: History, predicate=None) -> list[str]:
-    """Activation layers in depth order, optionally filtered on their kind."""
-    names = history.names("activation")
-    if predicate is None:
-        return names
-    return [n for n in names if predicate(history.meta.get(n, {}).get("kind"))]

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..stats.kinds import get_kind
-from .base import Detection, layer_names, rule
+from ..stats.summary import H
+from .base import Detection, judged_layers, kind_mask, rule
 
 
 @dataclass(frozen=True)
@@ -42,21 +40,17 @@ class Thresholds:
 )
 def check(ctx, th: Thresholds):
     h = ctx.history
-    names = layer_names(h, lambda k: k is not None and get_kind(k).can_die)
-    if not names:
+    block = h.block("activation")
+    if block is None:
         return None
-    out, judged = [], False
-    for name in names:
-        s = h.window_summary("activation", name)
-        if (s is None or s.unit_fired is None or s.samples < th.min_samples
-                or h.window_size("activation", name) < th.min_steps):
-            continue
-        judged = True
-        fired = s.unit_fraction("unit_fired")
-        dead = fired < th.max_fire_fraction
-        frac = np.count_nonzero(dead) / dead.size
-        if frac > th.max_dead_fraction:
-            out.append(Detection(name, f"{100 * frac:.0f}% of units never fired",
-                                 {"dead_fraction": frac, "dead_units": int(dead.sum()), "units": int(dead.size),
-                                  "samples": int(s.samples)}))
-    return out if judged else None
+    judged = judged_layers(h, kind_mask(h, "can_die"), th.min_samples, th.min_steps)
+    if not judged.size:
+        return None
+    dead, units = block.count_units(0, th.max_fire_fraction)[judged], block.window_units()[judged]
+    samples = block.window_header()[judged, H["samples"]]
+    names = h.names("activation")
+    return [Detection(names[j], f"{100 * f:.0f}% of units never fired",
+                      {"dead_fraction": f, "dead_units": d, "units": u, "samples": int(n)})
+            for j, f, d, u, n in zip(judged.tolist(), (dead / units).tolist(), dead.tolist(), units.tolist(),
+                                     samples.tolist())
+            if f > th.max_dead_fraction]

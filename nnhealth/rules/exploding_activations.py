@@ -41,19 +41,22 @@ class Thresholds:
 )
 def check(ctx, th: Thresholds):
     h = ctx.history
-    names, stds = stds_by_depth(h, unbounded_only=True, min_steps=th.min_steps)
-    live = [i for i, n in enumerate(names)
-            if not (h.series(n, "activation/dead_fraction") and h.series(n, "activation/dead_fraction").latest
-                    > th.max_dead_fraction)]
-    names, stds = [names[i] for i in live], stds[live]
-    if not names:
+    cols, stds = stds_by_depth(h, unbounded_only=True, min_steps=th.min_steps)
+    if not len(cols):
+        return None
+    live = ~(h.memo("activation_dead", lambda: h.latest_of("activation", "activation/dead_fraction"))[cols]
+             > th.max_dead_fraction)
+    cols, stds = cols[live], stds[live]
+    if not len(cols):
         return None
     first, last = stds[0], stds[-1]
     huge = np.flatnonzero(stds > th.max_std)
     ratio = last / first if first > 0 else float("inf") if last > 0 else 1.0
-    if (len(names) >= 2 and np.isfinite(ratio) and ratio > th.max_depth_ratio) or huge.size:
-        where = names[int(huge[0])] if huge.size else names[-1]
-        return [Detection(where, f"activation std grows from {first:.2g} ({names[0]}) to {last:.2g} ({names[-1]})",
+    if (len(cols) >= 2 and np.isfinite(ratio) and ratio > th.max_depth_ratio) or huge.size:
+        names = h.names("activation")
+        where = names[cols[huge[0]]] if huge.size else names[cols[-1]]
+        return [Detection(where, f"activation std grows from {first:.2g} ({names[cols[0]]}) to {last:.2g} "
+                                 f"({names[cols[-1]]})",
                           {"first_std": float(first), "last_std": float(last), "ratio": float(ratio),
-                           "layers": len(names), "stds": [float(s) for s in stds]}, key="network")]
+                           "layers": len(cols), "stds": stds.tolist()}, key="network")]
     return []

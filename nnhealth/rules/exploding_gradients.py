@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Detection, median, rule
+from .base import Detection, median, nonfinite, rule
 from .gradients import grad_norms_by_depth
 
 
@@ -51,20 +51,20 @@ class Thresholds:
 )
 def check(ctx, th: Thresholds):
     h = ctx.history
-    out = []
-    for name in h.names("gradient"):
-        s = h.latest_summary("gradient", name)
-        if s is not None and s.nonfinite > 0:
-            out.append(Detection(name, f"{int(s.nonfinite)} gradient values are not finite",
-                                 {"nonfinite": int(s.nonfinite), "fraction": s.fraction("nonfinite")},
-                                 severity="critical"))
+    out = nonfinite(h, "gradient", lambda name, count, fraction: Detection(
+        name, f"{count} gradient values are not finite", {"nonfinite": count, "fraction": fraction},
+        severity="critical"))
     if out:
         return out
-    names, norms, _ = grad_norms_by_depth(h, th.points)
-    if not names or len(h.values(names[0], "gradient/norm")) < th.points:
+    cols, norms, _ = grad_norms_by_depth(h, th.points)
+    if not len(cols):
         return None
-    if len(names) >= 2 and norms[-1] > 0 and norms[0] / norms[-1] > th.max_first_last_ratio:
-        return [Detection(names[0], f"gradient norm of the first layer is {norms[0] / norms[-1]:.0f}x the last's",
+    names = h.names("gradient")
+    first = h.series(names[cols[0]], "gradient/norm")
+    if first is None or len(first) < th.points:
+        return None
+    if len(cols) >= 2 and norms[-1] > 0 and norms[0] / norms[-1] > th.max_first_last_ratio:
+        return [Detection(names[cols[0]], f"gradient norm of the first layer is {norms[0] / norms[-1]:.0f}x the last's",
                           {"first_norm": float(norms[0]), "last_norm": float(norms[-1]),
                            "ratio": float(norms[0] / norms[-1])}, key="network")]
     total = h.series(None, "gradient/total_norm")

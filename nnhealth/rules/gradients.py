@@ -1,23 +1,29 @@
-"""Gradient norms of the weight tensors in depth order, over the window."""
+"""Gradient norms of the weight tensors in depth order, over the latest sampled steps."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..history import History
-from .base import medians, weight_names
+from ..stats.summary import H
+from .base import row_medians, series_medians, weights
 
 
 def grad_norms_by_depth(history: History, points: int):
-    """(names, median norm, median mean |g|) of weight gradients over the latest ``points`` samples
-    (computed once per step for the rules that share it; read-only)."""
+    """(block columns of the weight gradients, median norm, median mean |g|) over each one's latest
+    ``points`` summaries (computed once per step for the rules that share it; read-only)."""
     return history.memo(("grad_norms_by_depth", points), lambda: _grad_norms_by_depth(history, points))
 
 
 def _grad_norms_by_depth(history: History, points: int):
-    names, norms, mean_abs = [], [], []
-    for name in weight_names(history, "gradient"):
-        n = history.last_values(name, "gradient/norm", points)
-        if len(n) == 0:
-            continue
-        names.append(name)
-        norms.append(n)
-        mean_abs.append(history.last_values(name, "gradient/mean_abs", points))
-    return names, medians(norms), medians(mean_abs)
+    block = history.block("gradient")
+    if block is None:
+        return np.zeros(0, dtype=np.intp), np.empty(0), np.empty(0)
+    cols = weights(history, "gradient")
+    if points > block.window:
+        return (cols, *series_medians(history, "gradient", ("norm", "mean_abs"), cols, points))
+    recent, _ = block.recent(points)
+    recent = recent[cols]
+    with np.errstate(divide="ignore", invalid="ignore"):  # the derived series' arithmetic (derived.py)
+        norms = np.sqrt(recent[:, :, H["sumsq"]])
+        mean_abs = recent[:, :, H["abssum"]] / recent[:, :, H["count"]]
+    return cols, row_medians(norms), row_medians(mean_abs)

@@ -23,10 +23,31 @@ class Thresholds:
 
 
 def _running_median(values: np.ndarray, k: int) -> np.ndarray:
+    """np.median over each window of ``k`` finite values (the same values; a sort costs less than
+    np.median's general machinery on short windows)."""
     if len(values) < k:
         return values.copy()
-    windows = np.lib.stride_tricks.sliding_window_view(values, k)
-    return np.median(windows, axis=1)
+    n = len(values) - k + 1
+    windows = np.stack([values[i:i + n] for i in range(k)], axis=1)
+    windows.sort(axis=1)
+    mid = k // 2
+    return windows[:, mid] if k % 2 else (windows[:, mid - 1] + windows[:, mid]) / 2
+
+
+def _first_below(values: np.ndarray, k: int, limit: float, start: int = 0):
+    """(index, value) of the first point from ``start`` on where the running median of ``values`` (over
+    ``k`` points) is below ``limit``, or None. Computed a stretch at a time: the answer is usually
+    early, and the running median of a whole run is the costliest part of this rule."""
+    n = len(values) - k + 1 if len(values) >= k else len(values)
+    stretch = 64
+    while start < n:
+        end = min(n, start + stretch)
+        smooth = _running_median(values[start:end + k - 1], k) if len(values) >= k else values[start:end]
+        hit = np.flatnonzero(smooth < limit)
+        if hit.size:
+            return start + int(hit[0]), float(smooth[hit[0]])
+        start, stretch = end, 4 * stretch
+    return None
 
 
 @rule(
@@ -57,25 +78,24 @@ def check(ctx, th: Thresholds):
     start = median(values[: th.smooth])
     if not np.isfinite(start) or start <= 0:
         return None
-    smooth = _running_median(values, th.smooth)
-    below = np.flatnonzero(smooth < start * (1 - th.flat_tolerance))
-    if below.size == 0:
+    below = _first_below(values, th.smooth, start * (1 - th.flat_tolerance))
+    if below is None:
         return None  # still on the plateau (or the start is the whole run so far)
-    leave = int(below[0])
+    leave = below[0]
     if leave < th.min_plateau_points:
         return []  # the loss started moving early: a healthy start
     if s.total > len(s) and leave >= len(s.first()[0]) - th.smooth:
         return None  # the plateau ran past the kept first points: where it ended is not known
-    dropped = np.flatnonzero(smooth[leave:] < start * (1 - th.drop_fraction))
-    if dropped.size == 0:
+    dropped = _first_below(values, th.smooth, start * (1 - th.drop_fraction), leave)
+    if dropped is None:
         return None
-    drop_at = leave + int(dropped[0])
+    drop_at, smooth_at_drop = dropped
     plateau_steps = int(steps[leave] - steps[0])
     drop_steps = int(steps[drop_at] - steps[leave])
     # lengths in steps, not points: the kept points have a gap once the ring buffer wrapped
     if drop_at - leave > 1 and drop_steps > th.max_drop_fraction_of_plateau * plateau_steps:
         return []
-    drop = 1 - float(smooth[drop_at]) / start
+    drop = 1 - smooth_at_drop / start
     return [Detection(None, f"loss was flat for {plateau_steps} steps, then fell {100 * drop:.0f}% "
                             f"in {drop_steps} steps",
                       {"plateau_steps": plateau_steps, "drop": drop, "drop_steps": drop_steps,

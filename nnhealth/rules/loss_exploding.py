@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from .base import Detection, median, rule
 
 
@@ -50,11 +48,11 @@ def check(ctx, th: Thresholds):
         return None
     _, first = s.first(th.start_points)
     start = median(first)
-    if not np.isfinite(start) or start < th.min_start_loss:
+    if not math.isfinite(start) or start < th.min_start_loss:
         return None
     recent = s.last_values(th.sustain)  # a short list: judged on every step, so kept cheap
     current = min(recent) if all(math.isfinite(v) for v in recent) else float("nan")
-    if not np.isfinite(current):
+    if not math.isfinite(current):
         return None  # loss-nan's business
     if current > th.factor * start:
         ratio = current / start

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Detection, rule
+from .base import Detection, nonfinite, rule
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,9 @@ _ROLES = ("input", "activation", "gradient", "parameter", "update")
             "(role=input, nonfinite=64, fraction=0.0031)",
 )
 def check(ctx, th: Thresholds):
-    h = ctx.history
     out = []
     for role in _ROLES:
-        for name in h.names(role):
-            s = h.latest_summary(role, name)
-            if s is not None and s.nonfinite > 0:
-                out.append(Detection(name, f"{int(s.nonfinite)} {role} values are NaN or Inf",
-                                     {"role": role, "nonfinite": int(s.nonfinite), "fraction": s.fraction("nonfinite")},
-                                     severity="critical" if role == "parameter" else None))
+        out.extend(nonfinite(ctx.history, role, lambda name, count, fraction, role=role: Detection(
+            name, f"{count} {role} values are NaN or Inf", {"role": role, "nonfinite": count, "fraction": fraction},
+            severity="critical" if role == "parameter" else None)))
     return out

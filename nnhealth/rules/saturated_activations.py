@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..stats.kinds import SATURATION_DERIVATIVE, get_kind
-from .base import Detection, layer_names, rule
+from ..stats.kinds import SATURATION_DERIVATIVE
+from ..stats.summary import H
+from .base import Detection, judged_layers, kind_mask, rule
 
 
 @dataclass(frozen=True)
@@ -42,20 +41,21 @@ class Thresholds:
 )
 def check(ctx, th: Thresholds):
     h = ctx.history
-    names = layer_names(h, lambda k: k is not None and get_kind(k).saturated is not None)
-    if not names:
+    block = h.block("activation")
+    if block is None:
         return None
-    out, judged = [], False
-    for name in names:
-        s = h.window_summary("activation", name)
-        if (s is None or s.unit_saturated is None or s.samples < th.min_samples
-                or h.window_size("activation", name) < th.min_steps):
-            continue
-        judged = True
-        frac_units = s.unit_fraction("unit_saturated") > th.min_unit_saturated_fraction
-        frac = np.count_nonzero(frac_units) / frac_units.size
-        if frac > th.max_saturated_fraction:
-            out.append(Detection(name, f"{100 * frac:.0f}% of units are saturated",
-                                 {"saturated_fraction": frac, "saturated_units": int(frac_units.sum()),
-                                  "units": int(frac_units.size), "output_saturated_fraction": s.fraction("saturated")}))
-    return out if judged else None
+    judged = judged_layers(h, kind_mask(h, "saturated"), th.min_samples, th.min_steps)
+    if not judged.size:
+        return None
+    count = block.count_units(1, th.min_unit_saturated_fraction, above=True)[judged]
+    units = block.window_units()[judged]
+    names, window = h.names("activation"), block.window_header()
+    out = []
+    for j, f, c, u in zip(judged.tolist(), (count / units).tolist(), count.tolist(), units.tolist()):
+        if f > th.max_saturated_fraction:
+            w = window[j].tolist()
+            total = w[H["count"]] + w[H["nonfinite"]]
+            out.append(Detection(names[j], f"{100 * f:.0f}% of units are saturated",
+                                 {"saturated_fraction": f, "saturated_units": c, "units": u,
+                                  "output_saturated_fraction": w[H["saturated"]] / total if total else float("nan")}))
+    return out

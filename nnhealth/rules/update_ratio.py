@@ -1,21 +1,25 @@
-"""Update/parameter norm ratios of the weight tensors, over the window."""
+"""Update/parameter norm ratios of the weight tensors, over the latest sampled steps."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..history import History
-from .base import medians, weight_names
+from .base import row_medians, series_medians, weights
 
 
 def ratios(history: History, points: int):
-    """[(name, median ratio)] for weight tensors with at least ``points`` sampled updates (computed
-    once per step for the rules that share it; read-only)."""
+    """(block columns of the weight tensors with at least ``points`` update ratios, their median ratio
+    over the latest ``points``), computed once per step for the rules that share it; read-only."""
     return history.memo(("update_ratios", points), lambda: _ratios(history, points))
 
 
 def _ratios(history: History, points: int):
-    names, rows = [], []
-    for name in weight_names(history, "update"):
-        v = history.last_values(name, "update/ratio", points)
-        if len(v) >= points:
-            names.append(name)
-            rows.append(v)
-    return list(zip(names, medians(rows).tolist()))
+    block = history.block("update")
+    if block is None:
+        return np.zeros(0, dtype=np.intp), np.empty(0)
+    cols = weights(history, "update")
+    cols = cols[block.rseen[cols] >= points]
+    if points > block.window:
+        return cols, series_medians(history, "update", ("ratio",), cols, points)[0]
+    recent, _ = block.recent_ratios(points)
+    return cols, row_medians(recent[cols])

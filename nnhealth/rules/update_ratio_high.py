@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Detection, rule, weight_names
+from .base import Detection, rule, weights
 from .update_ratio import ratios
 
 
@@ -40,11 +40,14 @@ class Thresholds:
             "(ratio=0.31, healthy=0.001)",
 )
 def check(ctx, th: Thresholds):
-    found = ratios(ctx.history, th.points)
-    if not found:
+    cols, found = ratios(ctx.history, th.points)
+    if not len(cols):
         return None
-    weights = weight_names(ctx.history, "update")
-    output = weights[-1:] if len(weights) >= 2 else []
-    return [Detection(name, f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
-            for name, r in found
-            if np.isfinite(r) and r > (th.max_output_ratio if name in output else th.max_ratio)]
+    tensors = weights(ctx.history, "update")
+    limit = np.full(len(cols), th.max_ratio)
+    if len(tensors) >= 2:  # the last weight tensor is the output layer's
+        limit[cols == tensors[-1]] = th.max_output_ratio
+    high = np.isfinite(found) & (found > limit)
+    names = ctx.history.names("update")
+    return [Detection(names[j], f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
+            for j, r in zip(cols[high].tolist(), found[high].tolist())]

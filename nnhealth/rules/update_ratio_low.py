@@ -37,13 +37,15 @@ class Thresholds:
             "(ratio=3.2e-07, healthy=0.001)",
 )
 def check(ctx, th: Thresholds):
-    found = ratios(ctx.history, th.points)
-    if not found:
+    cols, found = ratios(ctx.history, th.points)
+    if not len(cols):
         return None
     loss = ctx.history.series(None, "loss")
     if loss is not None and loss.total >= 10:
         start, recent = median(loss.first(5)[1]), median(loss.last(10)[1])
         if start > 0 and recent < th.max_loss_fraction * start:
             return []
-    return [Detection(name, f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
-            for name, r in found if np.isfinite(r) and 0 < r < th.min_ratio]
+    low = np.isfinite(found) & (found > 0) & (found < th.min_ratio)
+    names = ctx.history.names("update")
+    return [Detection(names[j], f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
+            for j, r in zip(cols[low].tolist(), found[low].tolist())]

@@ -37,8 +37,8 @@ class Thresholds:
             "(layer0) to 3.1e-06 (layer7) (first_std=0.21, last_std=3.1e-06, ratio=1.5e-05, layers=8)",
 )
 def check(ctx, th: Thresholds):
-    names, stds = stds_by_depth(ctx.history, min_steps=th.min_steps)
-    if len(names) < 2:
+    cols, stds = stds_by_depth(ctx.history, min_steps=th.min_steps)
+    if len(cols) < 2:
         return None
     first, last = stds[0], stds[-1]
     if not (np.isfinite(first) and np.isfinite(last)) or first <= th.min_std:
@@ -46,8 +46,10 @@ def check(ctx, th: Thresholds):
     ratio = last / first
     collapsed = np.flatnonzero((stds < first * th.min_depth_ratio) | (stds < th.min_std))
     if ratio < th.min_depth_ratio or collapsed.size:
-        where = names[int(collapsed[0])] if collapsed.size else names[-1]
-        return [Detection(where, f"activation std falls from {first:.2g} ({names[0]}) to {last:.2g} ({names[-1]})",
+        names = ctx.history.names("activation")
+        where = names[cols[collapsed[0]]] if collapsed.size else names[cols[-1]]
+        return [Detection(where, f"activation std falls from {first:.2g} ({names[cols[0]]}) to {last:.2g} "
+                                 f"({names[cols[-1]]})",
                           {"first_std": float(first), "last_std": float(last), "ratio": float(ratio),
-                           "layers": len(names), "stds": [float(s) for s in stds]}, key="network")]
+                           "layers": len(cols), "stds": stds.tolist()}, key="network")]
     return []

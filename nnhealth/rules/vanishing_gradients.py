@@ -38,8 +38,12 @@ class Thresholds:
             "3.4e-07 of the largest (layer0.W) (norm=2.1e-09, largest_norm=0.0062, ratio=3.4e-07)",
 )
 def check(ctx, th: Thresholds):
-    names, norms, mean_abs = grad_norms_by_depth(ctx.history, th.points)
-    if not names or len(ctx.history.values(names[0], "gradient/norm")) < th.points:
+    cols, norms, mean_abs = grad_norms_by_depth(ctx.history, th.points)
+    if not len(cols):
+        return None
+    names = ctx.history.names("gradient")
+    first = ctx.history.series(names[cols[0]], "gradient/norm")
+    if first is None or len(first) < th.points:
         return None
     ok = np.isfinite(norms)
     if not ok.any():
@@ -48,10 +52,11 @@ def check(ctx, th: Thresholds):
     weakest = int(np.nanargmin(np.where(ok, norms, np.inf)))
     ratio = float(norms[weakest] / largest) if largest > 0 else 0.0
     tiny = np.flatnonzero(ok & (mean_abs < th.min_mean_abs))
-    if tiny.size or (len(names) >= 2 and ratio < th.min_layer_ratio):
+    if tiny.size or (len(cols) >= 2 and ratio < th.min_layer_ratio):
         i = int(tiny[0]) if tiny.size else weakest
-        return [Detection(names[i], f"gradient norm is {norms[i]:.2g}, {norms[i] / largest if largest else 0:.2g} "
-                                    f"of the largest ({names[int(np.nanargmax(np.where(ok, norms, -1)))]})",
+        strongest = names[cols[int(np.nanargmax(np.where(ok, norms, -1)))]]
+        share = norms[i] / largest if largest else 0
+        return [Detection(names[cols[i]], f"gradient norm is {norms[i]:.2g}, {share:.2g} of the largest ({strongest})",
                           {"norm": float(norms[i]), "mean_abs": float(mean_abs[i]), "largest_norm": largest,
                            "ratio": float(norms[i] / largest) if largest else 0.0}, key="network")]
     return []

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Detection, rule, weight_names
+from ..derived import chunks
+from ..stats.summary import H
+from .base import Detection, rule, weights
 
 
 @dataclass(frozen=True)
@@ -32,43 +34,43 @@ class Thresholds:
 )
 def check(ctx, th: Thresholds):
     h = ctx.history
-    names = weight_names(h, "parameter")
-    if len(names) < 2:
+    cols = weights(h, "parameter")
+    if len(cols) < 2:
         return None
+    block = h.block("parameter")
+    cols = cols[:-1]
+    cols = cols[block.latest[cols, H["count"]] >= 2]
+    names, units = h.names("parameter"), block.munits[cols]
     out = []
-    latest = [(name, h.latest_summary("parameter", name)) for name in names[:-1]]
-    latest = [(name, s) for name, s in latest if s is not None and s.count >= 2]
-    for (name, s), identical in zip(latest, _identical_units([s for _, s in latest], th.tolerance)):
+    for j, n, identical in zip(cols.tolist(), units.tolist(), _identical_units(block, cols, th.tolerance).tolist()):
         if identical:
-            sums = s.unit_sum
-            units = int(sums.size) if sums is not None else 1
-            out.append(Detection(name, f"all {units} units have identical weights",
-                                 {"units": units, "weight_std": s.std, "weight_mean": s.mean}))
+            s = block.latest_summary(j)
+            n = n or 1
+            out.append(Detection(names[j], f"all {n} units have identical weights",
+                                 {"units": n, "weight_std": s.std, "weight_mean": s.mean}))
     return out
 
 
-def _identical_units(summaries: list, tolerance: float) -> list[bool]:
-    """Per summary, whether its units' weight sums and sums of squares agree within ``tolerance``
-    (with fewer than two units: whether all its values are equal); every layer with per-unit sums
-    is judged in a few array operations (a model has hundreds of weight tensors)."""
-    out = []
-    with_units = []
-    for i, s in enumerate(summaries):
-        sums = s.unit_sum
-        if sums is not None and sums.size >= 2:
-            with_units.append((i, sums, s.unit_sumsq))
-        out.append(s.max == s.min)
-    if not with_units:
-        return out
-    sizes = np.array([sums.size for _, sums, _ in with_units])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    sums = np.concatenate([sums for _, sums, _ in with_units])
-    sumsq = np.concatenate([sumsq for _, _, sumsq in with_units])
-    scale = np.maximum(np.maximum.reduceat(np.abs(sumsq), starts), 1e-30)  # NaN stays NaN, as with max()
-    spread = np.maximum.reduceat(sums, starts) - np.minimum.reduceat(sums, starts)
-    spread_sq = np.maximum.reduceat(sumsq, starts) - np.minimum.reduceat(sumsq, starts)
-    with np.errstate(invalid="ignore"):
-        same = (spread <= tolerance * np.sqrt(scale) * np.sqrt(sizes)) & (spread_sq <= tolerance * scale)
-    for (i, _, _), value in zip(with_units, same.tolist()):
-        out[i] = value
+def _identical_units(block, cols: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per layer ``cols`` of the parameter block, whether the per-unit weight sums and sums of squares of
+    its latest summary agree within ``tolerance`` (with fewer than two units: whether all its values are
+    equal); every layer in a few array operations (a model has hundreds of weight tensors)."""
+    latest = block.latest[cols]
+    out = latest[:, H["max"]] == latest[:, H["min"]]
+    units = block.munits[cols]
+    with_units = np.flatnonzero(units >= 2)
+    sizes = units[with_units].tolist()
+    parts = list(zip((block.latest_vectors[j] for j in cols[with_units].tolist()),
+                     block.moffset[cols[with_units]].tolist(), sizes))
+    for chunk in chunks(sizes):
+        size = units[with_units[chunk]]
+        sums = np.concatenate([v[o:o + n] for v, o, n in parts[chunk]])
+        sumsq = np.concatenate([v[o + n:o + 2 * n] for v, o, n in parts[chunk]])
+        starts = np.cumsum(size) - size
+        scale = np.maximum(np.maximum.reduceat(np.abs(sumsq), starts), 1e-30)  # NaN stays NaN, as with max()
+        spread = np.maximum.reduceat(sums, starts) - np.minimum.reduceat(sums, starts)
+        spread_sq = np.maximum.reduceat(sumsq, starts) - np.minimum.reduceat(sumsq, starts)
+        with np.errstate(invalid="ignore"):
+            out[with_units[chunk]] = ((spread <= tolerance * np.sqrt(scale) * np.sqrt(size))
+                                      & (spread_sq <= tolerance * scale))
     return out

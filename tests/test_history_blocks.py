@@ -1,0 +1,203 @@
+"""The history's per-role blocks hold what the per-layer definitions say, whatever the step brings.
+
+The layer rules read every layer at once from :class:`~nnhealth.blocks.RoleBlock`
+arrays instead of merging each layer's summaries. These tests drive a history
+through the awkward cases (layers appearing late, skipping steps, changing
+their unit count, non-finite values, windows shorter than the rules' point
+counts) and compare the blocks with the straightforward per-layer
+computations: merged window summaries, the latest summary, the derived series.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnhealth import History
+from nnhealth.derived import CHUNK_UNITS, chunks, derive_step, split
+from nnhealth.rules.base import medians, row_medians
+from nnhealth.rules.init_plateau import _first_below, _running_median
+from nnhealth.stats import summary_of
+from nnhealth.stats.summary import H
+
+
+def _awkward_steps(window: int = 5, steps: int = 40, seed: int = 0):
+    """Activations, gradients, parameters and updates of a few layers, recorded the way Monitor.ingest does,
+    with layers that start late, skip steps, change their unit count or hold NaN: yields the history after
+    each step."""
+    rng = np.random.default_rng(seed)
+    h = History(window=window)
+    for name in ("a0", "a1", "a2", "a3"):
+        h.meta[name] = {"kind": "relu" if name != "a2" else "tanh"}
+    h.meta["w1.bias"] = {"ndim": 1}
+    for step in range(steps):
+        summaries = {}
+        for i, name in enumerate(("a0", "a1", "a2", "a3")):
+            if (name == "a3" and step < 7) or (name == "a1" and step % 4 == 3):
+                continue  # starts late; skips every fourth step
+            units = 6 if not (name == "a0" and 12 <= step < 15) else 4  # a0 changes its unit count
+            x = rng.standard_normal((8, units)) - (3.0 if name == "a1" else 0.0)
+            x = np.tanh(3 * x) if name == "a2" else np.maximum(x, 0)
+            if name == "a0" and step == 20:
+                x[0, 0] = np.nan
+            summaries[("activation", name)] = summary_of(x, h.meta[name]["kind"], hist=True, units=True)
+        for name in ("w0", "w1", "w1.bias"):
+            if name == "w1" and step % 5 == 2:
+                continue
+            w = rng.standard_normal((3, 5)) if name != "w1.bias" else rng.standard_normal(5)
+            g = w * 10.0 ** rng.uniform(-6, 1)
+            if name == "w0" and step == 25:
+                g.flat[0] = np.inf
+            summaries[("gradient", name)] = summary_of(g, "linear")
+            summaries[("parameter", name)] = summary_of(w, "linear", units=w.ndim > 1, moments=w.ndim > 1)
+            summaries[("update", name)] = summary_of(w * 1e-3, "linear")
+            if name != "w1" or step % 3:  # w1's parameter before the update is sometimes missing
+                summaries[("update_base", name)] = summary_of(w if step % 7 else np.zeros_like(w), "linear")
+        h.record_summaries(step, summaries)
+        h.record_many(step, {(None, "loss"): 1.0, **derive_step(summaries, h.meta)})
+        yield h
+
+
+def _awkward_history(window: int = 5) -> History:
+    for h in _awkward_steps(window):
+        pass
+    return h
+
+
+def _merged(h: History, role: str, name: str):
+    members = [s for _, s in h.summaries(role, name)]
+    merged = members[0]
+    for s in members[1:]:
+        merged = merged.merge(s)
+    return merged
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_headers_and_unit_counts_equal_merged_summaries(window):
+    mixed = 0
+    for h in _awkward_steps(window):
+        block = h.block("activation")
+        head, units = block.window_header(), block.window_units()
+        fired = block.count_units(0, 0.3)
+        saturated = block.count_units(1, 0.2, above=True)
+        for j, name in enumerate(h.names("activation")):
+            want = _merged(h, "activation", name)
+            assert block.window_size()[j] == h.window_size("activation", name) == len(h.summaries("activation", name))
+            np.testing.assert_allclose(head[j], np.array(want.h), rtol=1e-12)
+            for field in ("count", "samples", "nonfinite", "saturated", "min", "max"):
+                assert head[j, H[field]] == getattr(want, field), (name, field)
+            if want.unit_fired is None:  # the window mixes unit counts
+                assert units[j] == 0, name
+                mixed += 1
+                continue
+            assert units[j] == want.layout.units
+            assert fired[j] == np.count_nonzero(want.unit_fraction("unit_fired") < 0.3)
+            assert saturated[j] == np.count_nonzero(want.unit_fraction("unit_saturated") > 0.2)
+    assert mixed >= (window > 1)
+
+
+def test_latest_and_first_summaries_and_windows_keep_their_steps():
+    h = _awkward_history()
+    for role in ("activation", "gradient", "parameter", "update"):
+        block = h.block(role)
+        for j, name in enumerate(h.names(role)):
+            window = h.summaries(role, name)
+            latest = h.latest_summary(role, name)
+            assert latest.layout == window[-1][1].layout and latest.v is window[-1][1].v
+            assert block.latest[j].tolist() == latest.h
+            assert [step for step, _ in window] == sorted(step for step, _ in window)
+            assert h.first_summary(role, name)[0] <= window[0][0]
+    params = h.block("parameter")
+    for j, name in enumerate(h.names("parameter")):
+        s, units, at = h.latest_summary("parameter", name), params.munits[j], params.moffset[j]
+        assert units == (s.unit_sum.size if s.unit_sum is not None else 0)
+        if units:
+            np.testing.assert_array_equal(s.v[at:at + 2 * units], np.concatenate([s.unit_sum, s.unit_sumsq]))
+    assert h.first_summary("activation", "a3")[0] == 7
+    assert [step for step, _ in h.summaries("activation", "a1")] == [33, 34, 36, 37, 38]
+    assert "update_base" not in h.order and h.latest_summary("update_base", "w0") is None
+    assert h.names("gradient") == ["w0", "w1", "w1.bias"]
+
+
+@pytest.mark.parametrize("window", [2, 5])
+def test_recent_headers_and_ratios_equal_the_derived_series(window):
+    for h in _awkward_steps(window, steps=25):
+        _check_recent(h, window)
+
+
+def _check_recent(h: History, window: int) -> None:
+    for role, stat, read in (("gradient", "gradient/norm", lambda r, have: np.sqrt(r[:, :, H["sumsq"]])),
+                             ("update", "update/ratio", None)):
+        block = h.block(role)
+        for points in range(1, window + 1):
+            recent, have = block.recent_ratios(points) if read is None else block.recent(points)
+            values = recent if read is None else read(recent, have)
+            for j, name in enumerate(h.names(role)):
+                series = h.last_values(name, stat, points)[::-1]  # newest first, as the blocks give them
+                assert have[j] == len(series), (name, points)
+                np.testing.assert_array_equal(values[j, :have[j]], series)
+                assert np.isnan(values[j, have[j]:]).all()
+
+
+def test_row_medians_equal_the_per_row_median():
+    rng = np.random.default_rng(1)
+    for width in range(1, 7):
+        m = rng.standard_normal((50, width))
+        m[rng.random(m.shape) < 0.2] = np.nan
+        m[rng.random(m.shape) < 0.05] = np.inf
+        rows = [[v for v in row if not np.isnan(v)] for row in m]
+        np.testing.assert_array_equal(medians(rows), row_medians(m.copy()))
+        full = rng.standard_normal((20, width))
+        np.testing.assert_array_equal(row_medians(full.copy()), medians(full.tolist()))
+
+
+def test_running_median_and_its_search_equal_np_median():
+    rng = np.random.default_rng(2)
+    for k in range(1, 8):
+        for n in (k, k + 1, 70, 300, 1000):
+            values = np.cumsum(rng.standard_normal(n))
+            smooth = np.median(np.lib.stride_tricks.sliding_window_view(values, k), axis=1)
+            np.testing.assert_array_equal(_running_median(values, k), smooth)
+            for limit in (values.min() - 1, np.median(values), values.max() + 1):
+                hits = np.flatnonzero(smooth < limit)
+                want = (int(hits[0]), float(smooth[hits[0]])) if hits.size else None
+                assert _first_below(values, k, limit) == want
+                start = n // 3
+                later = np.flatnonzero(smooth[start:] < limit)
+                assert _first_below(values, k, limit, start) == (
+                    (start + int(later[0]), float(smooth[start + later[0]])) if later.size else None)
+
+
+def test_a_step_is_split_once_for_the_history_and_the_derived_numbers():
+    x = np.maximum(np.random.default_rng(3).standard_normal((8, 4)), 0)
+    summaries = {("activation", "a"): summary_of(x, "relu", units=True), ("gradient", "w"): summary_of(x, "linear")}
+    h = History()
+    h.record_summaries(0, summaries)
+    assert split(summaries) is h._step  # derive_step finds the history's split
+    again = dict(summaries)
+    again[("gradient", "w")] = summary_of(2 * x, "linear")
+    other = split(again)
+    assert other is not h._step and other.plan is h._step.plan  # same keys: the plan is reused
+    assert other.headers("gradient")[0, H["sum"]] == 2 * x.sum()
+
+
+def test_record_many_follows_changing_key_sets():
+    h = History()
+    for step in range(30):
+        values = {(None, "loss"): float(step)}
+        if step % 3 == 0:
+            values.update({("a", "activation/mean"): step + 0.5, ("b", "activation/mean"): -step})
+        if step % 5 == 0:
+            values[(None, "val_loss")] = 2.0 * step
+        h.record_many(step, values)
+    assert h.values(None, "loss").tolist() == [float(s) for s in range(30)]
+    assert h.values("a", "activation/mean").tolist() == [s + 0.5 for s in range(0, 30, 3)]
+    assert h.values(None, "val_loss").tolist() == [2.0 * s for s in range(0, 30, 5)]
+    assert h.series("b", "activation/mean").latest_step == 27
+
+
+def test_per_unit_work_is_split_into_small_runs_of_whole_layers():
+    sizes = [5000, 5000, 7000, 20000, 1, 1, 15999]
+    runs = list(chunks(sizes))
+    assert [sizes[r] for r in runs] == [[5000, 5000], [7000], [20000], [1, 1], [15999]]
+    assert all(sum(sizes[r]) <= CHUNK_UNITS or r.stop - r.start == 1 for r in runs)
+    assert list(chunks([])) == []
