@@ -174,8 +174,12 @@ class Monitor:
         """Report a failure once and disable only the part that failed (fail-open)."""
         if self.strict:
             raise error
-        self._broken.add(part)
         what = ":".join(str(p) for p in part)
+        if part in (("step",), ("close",)):  # nothing to switch off: the next call is tried afresh
+            self._say_once(what, f"nnhealth: {what} failed: {error}; its statistics are skipped (reported "
+                           "once; later steps are still tried)", logging.ERROR, exc_info=True)
+            return
+        self._broken.add(part)
         # the manual API's bad input is the caller's to fix: its message says enough; an adapter's
         # hooks get no input from the user, so whatever they raise is a bug, shown with its traceback
         if isinstance(error, (InputError, ValueError, TypeError)) and part[0] not in ("hook", "watch"):

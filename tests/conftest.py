@@ -37,3 +37,20 @@ def _quiet_nnhealth_logger():
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch and one BLAS thread, as the demo and the benchmarks run them: stable timings on a
+    shared machine, and on a busy one spinning BLAS threads make small matrices ten times slower.
+    Test modules that train torch models use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -35,12 +35,7 @@ from nnhealth.stats.kinds import KINDS  # noqa: E402
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make():

@@ -71,12 +71,7 @@ TRAINING = textwrap.dedent("""
 CONSOLE_LINE = re.compile(r"^nnhealth (?:info|warning|critical) (\S+) at step (\d+)(?: \[([^\]]+)\])?")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def nnhealth_cli(*args) -> subprocess.CompletedProcess:

@@ -27,13 +27,12 @@ from nnhealth.stats.summary import Summary  # noqa: E402
 STEPS = 3
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(model, batch, loss=lambda out: out.float().pow(2).mean(), opt=None, steps=STEPS) -> Monitor:

@@ -23,17 +23,7 @@ from nnhealth.demo import torch_network  # noqa: E402
 ZOO = [("numpy", name) for name in numpy_network.FAULTS] + [("torch", name) for name in torch_network.FAULTS]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One BLAS and one torch thread, as the demo command runs them: on a busy machine spinning BLAS
-    threads make the small matrices of the numpy demo ten times slower."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("framework, fault", ZOO, ids=[f"{f}-{n}" for f, n in ZOO])

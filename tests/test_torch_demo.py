@@ -13,12 +13,7 @@ from nnhealth.demo import network as numpy_network  # noqa: E402
 from nnhealth.demo import torch_network  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(name, every=5):

@@ -18,12 +18,7 @@ from torch import nn  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clusters(n, shape, classes, seed=0, noise=1.0):

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .stopping import last_findings, stop_reason
+
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 LEAK = 0.01  # negative-side slope of leaky_relu
 
@@ -375,14 +377,10 @@ def train(spec: FaultSpec | Fault | str, observer: Any = None, seed: int = 0,
                 all_findings.extend(findings)
             info = StepInfo(step, float(loss), acc, val.get("val_loss"), val.get("val_acc"),
                             findings)
-            if callback is not None and callback(info):
-                stopped = "callback"
-            elif not np.isfinite(loss):
-                stopped = "non-finite loss"
-            elif getattr(observer, "should_stop", False):
-                stopped = "observer"
+            stopped = stop_reason(callback, info, float(loss), observer)
             if stopped:
                 break
+    all_findings.extend(last_findings(observer))
 
     _, train_acc = evaluate(net, data.X_train, data.y_train)
     _, val_acc = evaluate(net, data.X_val, data.y_val)

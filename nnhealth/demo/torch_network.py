@@ -23,8 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import (ACTIVATIONS, FAULTS, LEAK, Dataset, Fault, FaultSpec, StepInfo, TrainResult,
-                      make_data, resolve, with_changes)
+from .network import (
+    ACTIVATIONS,
+    FAULTS,
+    LEAK,
+    Dataset,
+    Fault,
+    FaultSpec,
+    StepInfo,
+    TrainResult,
+    make_data,
+    resolve,
+    with_changes,
+)
+from .stopping import last_findings, stop_reason
 
 __all__ = ["FAULTS", "Dense", "TorchMLP", "build", "train", "with_changes"]
 
@@ -174,14 +186,10 @@ def _train(spec, observer, seed, steps, callback, device) -> TrainResult:
         value = loss.item()  # the demo's own bookkeeping; nnhealth took the tensor itself
         losses.append(value)
         info = StepInfo(step, value, float(acc), val.get("val_loss"), val.get("val_acc"), findings)
-        if callback is not None and callback(info):
-            stopped = "callback"
-        elif not math.isfinite(value):
-            stopped = "non-finite loss"
-        elif getattr(observer, "should_stop", False):
-            stopped = "observer"
+        stopped = stop_reason(callback, info, value, observer)
         if stopped:
             break
+    all_findings.extend(last_findings(observer))
 
     _, train_acc = evaluate(model, X_train, y_train)
     _, val_acc = evaluate(model, X_val, y_val)
