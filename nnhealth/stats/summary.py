@@ -9,7 +9,7 @@ distributed job (one collective on one packed vector).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -42,10 +42,12 @@ class Layout:
     hist: bool = False       # fixed-edge histogram (histogram.NUM_BUCKETS counts)
     units: int = 0           # per-unit fired and saturated counts
     moments: bool = False    # per-unit sum and sum of squares (input feature scales)
+    #: numbers in the packed vector (computed once: every Summary made checks its vector against it)
+    size: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def size(self) -> int:
-        return len(HEADER) + self.hist * histogram.NUM_BUCKETS + self.units * (2 + 2 * self.moments)
+    def __post_init__(self):
+        object.__setattr__(self, "size", len(HEADER) + self.hist * histogram.NUM_BUCKETS
+                           + self.units * (2 + 2 * self.moments))
 
     def slices(self) -> dict[str, slice]:
         return _slices(self)
@@ -106,6 +108,9 @@ def merge_vectors(ops, a, layout_a: Layout, b, layout_b: Layout):
 
 class Summary:
     """Host-side view of a packed vector, with the derived quantities rules use."""
+
+    # thousands are made per step in a big model: no per-object dict for the garbage collector to walk
+    __slots__ = ("layout", "v", "h")
 
     def __init__(self, layout: Layout, vector):
         vector = np.asarray(vector, dtype=np.float64)
