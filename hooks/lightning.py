@@ -34,6 +34,7 @@ except ImportError:
 from nnhealth import Monitor
 
 from ._callback_metrics import rename, split
+from ._callback_watch import release, watch
 
 __all__ = ["HealthCallback"]
 
@@ -85,11 +86,7 @@ class HealthCallback(pl.Callback):
             self.monitor = Monitor(logdir=logdir, **self._options)
             self._owned = True
         optimizers = list(trainer.optimizers)  # made anew by every fit
-        try:
-            self.monitor.watch(pl_module, optimizers[0] if optimizers else None)
-            self._watcher = self.monitor._watchers[-1]
-        except Exception as e:  # reported once; the loss and metrics are still watched
-            self.monitor._failed(("lightning", "watch"), e)
+        self._watcher = watch(self.monitor, pl_module, optimizers[0] if optimizers else None, "lightning")
         if len(optimizers) > 1:
             self.monitor._say_once("lightning-optimizers", f"nnhealth: {len(optimizers)} optimizers; updates are "
                                    "measured for the first one's parameters", logging.INFO)
@@ -108,16 +105,10 @@ class HealthCallback(pl.Callback):
     def _detach(self):
         """Close a monitor made here; unhook a user's monitor (it stays open for them)."""
         mon, watcher, self._watcher = self.monitor, self._watcher, None
-        if mon is None:
-            return
-        if self._owned:
-            mon.close()
+        release(mon, self._owned, watcher)
+        if mon is not None and self._owned:
             self.monitor = None
             self._last_step = None
-        elif watcher is not None:
-            watcher.close()
-            if watcher in mon._watchers:
-                mon._watchers.remove(watcher)
 
     # -- training ------------------------------------------------------------
     def _forward_watch(self):
@@ -128,15 +119,15 @@ class HealthCallback(pl.Callback):
         # training_step, not forward, is a LightningModule's forward pass (it often calls its
         # submodules directly): it opens the adapter's capture (inputs, activation functions);
         # a call of the module itself inside it nests in this one
-        watch = self._forward_watch()
-        if watch is not None:
-            self._guard("forward", watch._begin, pl_module, (batch,), {})
+        forward = self._forward_watch()
+        if forward is not None:
+            self._guard("forward", forward._begin, pl_module, (batch,), {})
 
     def on_before_backward(self, trainer, pl_module, loss):
-        watch = self._forward_watch()
-        if watch is not None and watch.capture is not None:
-            watch.depth = 0  # whatever nested inside, the forward pass ends here
-            self._guard("forward", watch._end, pl_module, (), {}, loss)
+        forward = self._forward_watch()
+        if forward is not None and forward.capture is not None:
+            forward.depth = 0  # whatever nested inside, the forward pass ends here
+            self._guard("forward", forward._end, pl_module, (), {}, loss)
 
     def _guard(self, part: str, fn, *args) -> None:
         key = ("lightning", part)

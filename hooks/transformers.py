@@ -31,6 +31,7 @@ except ImportError as e:
 from nnhealth import Monitor
 
 from ._callback_metrics import rename, split
+from ._callback_watch import release, watch
 
 __all__ = ["HealthCallback"]
 
@@ -88,11 +89,7 @@ class HealthCallback(TrainerCallback):
             self._owned = True
         if model is not None:
             self._handle = model.register_forward_hook(self._capture_loss, with_kwargs=True)
-            try:
-                self.monitor.watch(model, _torch_optimizer(optimizer))
-                self._watcher = self.monitor._watchers[-1]
-            except Exception as e:  # reported once; the loss and metrics are still watched
-                self.monitor._failed(("transformers", "watch"), e)
+            self._watcher = watch(self.monitor, model, _torch_optimizer(optimizer), "transformers")
         self._losses.clear()
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -100,13 +97,9 @@ class HealthCallback(TrainerCallback):
             self._handle.remove()
             self._handle = None
         mon, watcher, self._watcher = self.monitor, self._watcher, None
+        release(mon, self._owned, watcher)
         if mon is not None and self._owned:
-            mon.close()
             self.monitor = None
-        elif mon is not None and watcher is not None:  # a user's monitor stays open; our hooks go
-            watcher.close()
-            if watcher in mon._watchers:
-                mon._watchers.remove(watcher)
 
     # -- the loss of each step -------------------------------------------------
     def _capture_loss(self, module, args, kwargs, output):
