@@ -21,7 +21,7 @@ import numpy as np
 from tensorboard.util import tensor_util
 
 from ..finding import Finding
-from ..logs.discovery import event_files
+from ..logs.discovery import RunSpec, event_files, find_runs
 from ..logs.events import EventFile
 from ..logs.runlog import MAX_TEXT_BYTES, _elements
 from ..sinks.jsonl import FILENAME as FINDINGS_FILE
@@ -34,7 +34,8 @@ EVENT_FILE_MARK = "tfevents"
 TRAIN_LOSS_TAGS = ("loss/train", "train/loss", "loss", "train_loss", "training_loss", "loss/training",
                    "epoch_loss", "train/epoch_loss")
 VAL_LOSS_TAGS = ("loss/val", "val/loss", "val_loss", "validation_loss", "loss/validation", "valid/loss",
-                 "loss/valid", "valid_loss", "eval/loss", "eval_loss", "test/loss", "test_loss")
+                 "loss/valid", "valid_loss", "eval/loss", "eval_loss", "test/loss", "test_loss",
+                 "validation/epoch_loss", "val/epoch_loss", "eval/epoch_loss")
 
 
 def _has_events(folder: Path) -> bool:
@@ -44,22 +45,25 @@ def _has_events(folder: Path) -> bool:
         return False
 
 
-def find_run(path) -> Path:
-    """The folder of the one run under ``path`` (the folder itself when it holds event files)."""
+def find_run(path) -> RunSpec:
+    """The one run under ``path``, found as ``nnhealth check`` finds runs (:func:`find_runs`): a folder
+    with event files, or Keras' ``train/`` and ``validation/`` folders as the two halves of one run
+    (their tags read as ``train/epoch_loss``, ``validation/epoch_loss``...)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such log folder: {str(path)!r}")
     if path.is_file():
         if EVENT_FILE_MARK not in path.name:
             raise ValueError(f"{str(path)!r} is not a TensorBoard event file")
-        return path.parent
-    if _has_events(path):
-        return path
-    runs = sorted(Path(root) for root, _, files in os.walk(path) if any(EVENT_FILE_MARK in f for f in files))
-    if not runs:
+        path = path.parent
+    if not _has_events(path) and not any(EVENT_FILE_MARK in f for _, _, files in os.walk(path) for f in files):
         raise ValueError(f"no TensorBoard event files (events.out.tfevents.*) under {str(path)!r}")
+    runs = find_runs(path)
+    own = [r for r in runs if r.path == path]  # the folder itself is a run: nested ones are others
+    if own:
+        return own[0]
     if len(runs) > 1:
-        listed = "\n  ".join(str(r) for r in runs[:20]) + ("\n  ..." if len(runs) > 20 else "")
+        listed = "\n  ".join(r.name for r in runs[:20]) + ("\n  ..." if len(runs) > 20 else "")
         raise ValueError(f"{str(path)!r} holds {len(runs)} runs; give one of them:\n  {listed}")
     return runs[0]
 
@@ -154,16 +158,24 @@ def _numbers(tensor, max_numbers: int):
         return None
 
 
-def _values(folder: Path, problems: list):
-    """(step, wall_time, value) of every summary value in the run's event files, in writing order,
-    read with nnhealth's checked reader (:mod:`nnhealth.logs.events`): every size is checked before
-    it is allocated, and a damaged record is skipped and named (TensorBoard's loader stops there)."""
+def _values(spec: RunSpec, problems: list):
+    """(step, wall_time, value) of every summary value in the run's event files, in writing order
+    within each of its folders (a split folder's tags get its name as a prefix), read with nnhealth's
+    checked reader (:mod:`nnhealth.logs.events`): every size is checked before it is allocated, and a
+    damaged record is skipped and named (TensorBoard's loader stops there)."""
+    for prefix, folder in spec.parts:
+        yield from _folder_values(folder, prefix, problems)
+
+
+def _folder_values(folder: Path, prefix: str, problems: list):
     for path in event_files(folder):
         reader = EventFile(path)
         try:
             for event in reader.read():
                 step, wall = int(event.step), float(event.wall_time)
                 for value in event.summary.value:
+                    if prefix:
+                        value.tag = prefix + value.tag
                     yield step, wall, value
         except OSError as e:
             problems.append(f"{path}: cannot be read ({e.strerror or e})")
@@ -178,14 +190,15 @@ def read_run(path) -> RunData:
 
     As in TensorBoard, a tag belongs to the plugin named by the metadata of its first value.
     """
-    folder = find_run(path)
+    spec = find_run(path)
+    folder = spec.path
     run = RunData(path=folder)
     plugin_of: dict[str, tuple[str, bytes]] = {}   # tag -> (plugin, content) of its first metadata
     scalars: dict[str, list] = {}
     histograms: dict[str, list] = {}
     skipped: dict[tuple[str, str], int] = {}      # (tag, plugin) -> values that could not be read
     description = None
-    for step, wall, value in _values(folder, run.problems):
+    for step, wall, value in _values(spec, run.problems):
         tag, kind = value.tag, value.WhichOneof("value")
         if kind == "simple_value":
             plugin_of.setdefault(tag, ("scalars", b""))

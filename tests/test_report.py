@@ -166,3 +166,17 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"nnhealth.dashboards.{module}")
     result = doctest.testmod(mod)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_keras_train_and_validation_folders_are_one_run(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from logs_writers import per_epoch, train, write_keras
+
+    write_keras(tmp_path / "fit", per_epoch(train("overfit", val_every=10)))
+    assert sorted(p.name for p in (tmp_path / "fit").iterdir()) == ["train", "validation"]
+    run = read_run(tmp_path / "fit")
+    assert run.train_loss_tag == "train/epoch_loss" and run.val_loss_tag == "validation/epoch_loss"
+    assert len(run.scalars["validation/epoch_loss"][0]) == 30
+    assert main(["report", str(tmp_path / "fit"), "-o", str(tmp_path / "r.html")]) == 0
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "No validation loss in this run" not in page

@@ -35,7 +35,7 @@ def _steps(text: str) -> list[int]:
 
 def add_arguments(p):
     p.add_argument("logdir", metavar="LOGDIR", help="the run's log folder (Monitor(logdir=...)), or a folder "
-                   "holding exactly one run")
+                   "holding exactly one run; Keras' train/ and validation/ folders are one run")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="the HTML file to write (default: report.html), or with --format png the folder for "
                         "the figures (default: report/)")
