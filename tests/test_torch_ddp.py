@@ -73,7 +73,9 @@ def _rank(rank: int, world: int, store: str, logdir: str, out: str) -> None:
         model = nn.parallel.DistributedDataParallel(make_model())
         monitor = Monitor(logdir=logdir, every=EVERY, console=False)
         train(model, monitor, batches(), rank, world)
+        monitor.close()
         Path(out, f"rank{rank}.json").write_text(json.dumps({"is_writer": monitor.is_writer, **summary(monitor)}))
+        dist.barrier()  # neither rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
