@@ -141,15 +141,20 @@ def _host_columns(tensors: list, fields) -> dict[str, np.ndarray]:
     return cols
 
 
-def _host_rows(numel: np.ndarray, cols: dict) -> np.ndarray:
-    """[len(numel), len(HEADER)] float64 rows in host memory; unmeasured fields are NaN."""
-    rows = np.full((len(numel), len(HEADER)), np.nan)
+def _fill(rows, numel, cols: dict):
+    """Header rows (numpy or torch, NaN-filled: unmeasured fields stay NaN) from element counts and
+    measured columns."""
     rows[:, H["count"]] = numel - cols["nonfinite"]
     rows[:, H["saturated"]] = 0.0
     rows[:, H["samples"]] = numel
     for name, column in cols.items():
         rows[:, H[name]] = column
     return rows
+
+
+def _host_rows(numel: np.ndarray, cols: dict) -> np.ndarray:
+    """[len(numel), len(HEADER)] float64 rows in host memory."""
+    return _fill(np.full((len(numel), len(HEADER)), np.nan), numel, cols)
 
 
 def _on_host(x: torch.Tensor) -> bool:
@@ -202,14 +207,8 @@ def _group_rows(tensors: list, fields):
         return _host_rows(np.array([x.numel() for x in tensors], dtype=np.float64), _host_columns(tensors, fields))
     c = _group_columns(tensors, fields)
     numel = _numels(tensors, tensors[0].device)
-    rows = torch.full((len(tensors), len(HEADER)), float("nan"), dtype=torch.float64,
-                      device=tensors[0].device)
-    rows[:, H["count"]] = numel - c["nonfinite"]
-    rows[:, H["saturated"]] = 0.0
-    rows[:, H["samples"]] = numel
-    for name, column in c.items():
-        rows[:, H[name]] = column
-    return rows
+    rows = torch.full((len(tensors), len(HEADER)), float("nan"), dtype=torch.float64, device=tensors[0].device)
+    return _fill(rows, numel, c)
 
 
 def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
