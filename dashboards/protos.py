@@ -27,7 +27,13 @@ from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
@@ -258,14 +264,24 @@ def state_prefix(role: str, where: str, size: int) -> bytes:
 
 
 def state_vector(s: Summary) -> np.ndarray:
-    """The summary's packed vector as contiguous little-endian doubles (usually the vector itself)."""
-    return np.ascontiguousarray(s.v, dtype="<f8")
+    """The summary's packed vector as contiguous little-endian doubles, its histogram trimmed to the
+    buckets from the first to the last non-empty one (format version 2): the header, then the first
+    kept bucket's index and the number kept, those buckets, then the per-unit parts. Of 1,549 fixed
+    buckets a layer's values fill a few hundred at most; the full vector was most of a step's bytes."""
+    sl = s.layout.slices().get("hist")
+    if sl is None:
+        return np.ascontiguousarray(s.v, dtype="<f8")
+    hist = s.v[sl]
+    filled = np.flatnonzero(hist)
+    lo, hi = (int(filled[0]), int(filled[-1]) + 1) if filled.size else (0, 0)
+    return np.concatenate([s.v[:sl.start], (lo, hi - lo), hist[lo:hi], s.v[sl.stop:]]).astype("<f8", copy=False)
 
 
-def state_value(role: str, where: str, s: Summary, facts: dict) -> bytes:
-    """The entry of the summary's packed vector as a 1-D DT_DOUBLE tensor with its layout and facts
-    in the metadata (readers take it from a tag's first event: later ones may go without, as
-    :func:`state_prefix` and :func:`state_vector`)."""
-    tag, tensor = _state_head(role, where, s.layout.size)
+def state_value(role: str, where: str, s: Summary, facts: dict, vector: np.ndarray | None = None) -> bytes:
+    """The entry of the summary's packed vector (:func:`state_vector`, unless given) as a 1-D
+    DT_DOUBLE tensor with its layout and facts in the metadata (readers take it from a tag's first
+    event: later ones may go without, as :func:`state_prefix` and :func:`state_vector`)."""
+    vector = state_vector(s) if vector is None else vector
+    tag, tensor = _state_head(role, where, vector.size)
     metadata = _field(_METADATA, state_metadata(role, where, s, facts).SerializeToString())
-    return _field(_SUMMARY_VALUE, tag, tensor, state_vector(s), metadata)
+    return _field(_SUMMARY_VALUE, tag, tensor, vector, metadata)

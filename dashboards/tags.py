@@ -28,7 +28,7 @@ RUN = "nnhealth/run"
 STATE_PREFIX = "nnhealth_state/"
 #: what ``nnhealth_state`` tensors and the run description carry in their plugin_data
 STATE_PLUGIN = "nnhealth"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: state histograms trimmed to their non-empty buckets (1 is read too)
 #: written when the disk could not keep up and steps were dropped (see BackgroundWriter)
 DROPPED_PREFIX = "nnhealth/dropped_"
 

@@ -206,15 +206,15 @@ class TensorBoardSink(Sink):
         written = self._state_written
         for name, s in summaries.items():
             facts = meta.get(name[1], _NO_FACTS)  # the sink's own copy, never changed after write_step
+            vector = protos.state_vector(s)
             last = written.get(name)
             if last is not None and last[1] == facts and (last[0] is s.layout or last[0] == s.layout):
-                pieces += (last[2], protos.state_vector(s))
-                size += last[3]
+                prefix = protos.state_prefix(name[0], name[1], vector.size)  # cached per size
+                pieces += (prefix, vector)
+                size += len(prefix) + 8 * vector.size
             else:
-                role, where = name
-                prefix = protos.state_prefix(role, where, s.layout.size)
-                written[name] = (s.layout, facts, prefix, len(prefix) + 8 * s.layout.size)
-                entry = protos.state_value(role, where, s, facts)
+                written[name] = (s.layout, facts)
+                entry = protos.state_value(name[0], name[1], s, facts, vector)
                 pieces.append(entry)
                 size += len(entry)
         return pieces, size

@@ -12,15 +12,20 @@ import re
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import (HISTOGRAMS, SCALARS, TENSORS,
-                                                                    EventAccumulator)
+from dashboards_runs import record_run
+from nnhealth.dashboards import protos, tags
+from nnhealth.dashboards.layout import CHARTS, chart_tags
+from tensorboard.backend.event_processing.event_accumulator import (
+    HISTOGRAMS,
+    SCALARS,
+    TENSORS,
+    EventAccumulator,
+)
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.util import tensor_util
 
-from dashboards_runs import record_run
 from nnhealth import Monitor
-from nnhealth.dashboards import protos, tags
-from nnhealth.dashboards.layout import CHARTS, chart_tags
+from nnhealth.logs.runlog import full_vector
 from nnhealth.stats import Layout, Summary, summarize
 from nnhealth.stats import histogram as H
 
@@ -133,7 +138,7 @@ def test_findings_are_a_markdown_table_with_escaped_names(run):
 
 def test_run_description_and_custom_scalars_layout(run):
     _, acc = run
-    assert json.loads(text_of(acc, tags.RUN)) == {"version": 1, "every": 1, "num_classes": 2}
+    assert json.loads(text_of(acc, tags.RUN)) == {"version": tags.FORMAT_VERSION, "every": 1, "num_classes": 2}
     assert acc.SummaryMetadata("custom_scalars__config__").plugin_data.plugin_name == "custom_scalars"
     raw = tensor_util.make_ndarray(acc.Tensors("custom_scalars__config__")[0].tensor_proto).reshape(-1)[0]
     layout = layout_pb2.Layout.FromString(raw)
@@ -161,12 +166,15 @@ def test_state_tensors_replay_to_the_same_findings(run):
     meta: dict = {}
     for tag in state_tags:
         content = json.loads(acc.SummaryMetadata(tag).plugin_data.content)
-        assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "nnhealth" and content["version"] == 1
+        assert acc.SummaryMetadata(tag).plugin_data.plugin_name == "nnhealth" and content["version"] == 2
         layout = Layout.from_json(content["layout"])
         meta.setdefault(content["where"], {}).update(content["meta"])
         for e in acc.Tensors(tag):
             vec = tensor_util.make_ndarray(e.tensor_proto)
             assert vec.dtype == np.float64 and vec.ndim == 1
+            if layout.hist:  # version 2: the histogram is stored from its first to its last filled bucket
+                assert vec.size < layout.size
+                vec = full_vector(layout, vec)
             by_step.setdefault(e.step, {})[(content["role"], content["where"])] = Summary(layout, vec)
     assert meta[DEAD]["kind"] == "relu"
     latest = rec.monitor.history.latest_summary("activation", DEAD)
@@ -192,9 +200,9 @@ def test_histogram_values_skip_summaries_without_finite_values():
 
 
 def test_state_metadata_rides_on_the_first_event_and_on_changes_only(tmp_path):
+    from nnhealth.dashboards.tensorboard import TensorBoardSink
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    from nnhealth.dashboards.tensorboard import TensorBoardSink
     from nnhealth.sinks import StepRecord
 
     sink = TensorBoardSink(tmp_path)

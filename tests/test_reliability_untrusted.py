@@ -241,6 +241,21 @@ def test_a_state_nnhealth_cannot_have_written_is_refused_before_the_rules_see_it
                                   "have written (count is not a whole number >= 0); skipped"]
 
 
+@pytest.mark.parametrize("lo, n", [(1549, 1), (-1, 3), (0.5, 2), (float("nan"), 1), (0, 10**9)],
+                         ids=["past-the-end", "negative", "fraction", "nan", "huge"])
+def test_a_trimmed_histogram_range_that_does_not_fit_is_refused(tmp_path, capsys, lo, n):
+    layout, vector = summarize(np.maximum(np.random.default_rng(0).standard_normal((16, 4)), 0), "relu", hist=True)
+    stored = np.concatenate([vector[:11], [lo, n], vector[11:11 + 3]])
+    info = json.dumps({"version": 2, "role": "activation", "where": "fc1", "layout": layout.to_json(),
+                       "meta": {"kind": "relu"}}).encode()
+    _run(tmp_path, _value("nnhealth_state/activation/fc1", "nnhealth", tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_DOUBLE, tensor_shape=_shape(stored.size), double_val=stored.tolist()), info))
+    assert main(["check", "--json", str(tmp_path)]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    (problem,) = report["problems"]
+    assert "nnhealth_state/activation/fc1" in problem and "skipped" in problem
+
+
 @pytest.mark.parametrize("tensor", [
     tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE),                  # no numpy type
     tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, int_val=[-1]),       # out of its type's range

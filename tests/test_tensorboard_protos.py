@@ -119,16 +119,37 @@ def test_state_entries_are_double_tensors_with_metadata_when_asked():
     s = Summary(*summarize(np.arange(24.0).reshape(6, 4) - 5, "relu", hist=True, units=True))
     facts = {"kind": "relu", "fan_in": 12}
     full = protos.state_value("activation", "fc1", s, facts)
-    bare = protos.state_prefix("activation", "fc1", s.layout.size), protos.state_vector(s)
+    stored = protos.state_vector(s)
+    bare = protos.state_prefix("activation", "fc1", stored.size), stored
     got = parsed([full, *bare]).summary.value
     tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_DOUBLE, tensor_content=s.v.astype("<f8").tobytes(),
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s.v.size)]))
+        dtype=types_pb2.DT_DOUBLE, tensor_content=stored.tobytes(),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=stored.size)]))
     assert got[0] == Value(tag=tags.state_tag("activation", "fc1"), tensor=tensor,
                            metadata=protos.state_metadata("activation", "fc1", s, facts))
     assert got[1] == Value(tag=tags.state_tag("activation", "fc1"), tensor=tensor)
     content = json.loads(got[0].metadata.plugin_data.content)
     assert Layout.from_json(content["layout"]) == s.layout and content["meta"] == facts
+    assert content["version"] == 2
+
+
+def test_state_histograms_are_trimmed_to_their_filled_buckets_and_restored_exactly():
+    from nnhealth.logs.runlog import full_vector
+    from nnhealth.stats import histogram
+
+    rng = np.random.default_rng(3)
+    cases = [np.maximum(rng.standard_normal((64, 32)), 0), rng.standard_normal((16, 8)) * 1e3,
+             np.zeros((4, 3)), np.array([[np.nan, np.inf]])]
+    for x in cases:
+        s = Summary(*summarize(x, "relu", hist=True, units=True))
+        stored = protos.state_vector(s)
+        filled = np.flatnonzero(s.hist)
+        kept = filled[-1] - filled[0] + 1 if filled.size else 0
+        assert stored.size == s.layout.size - histogram.NUM_BUCKETS + 2 + kept < s.layout.size
+        np.testing.assert_array_equal(full_vector(s.layout, stored), s.v)
+    # header-only states are written whole
+    g = Summary(*summarize(rng.standard_normal(10)))
+    np.testing.assert_array_equal(protos.state_vector(g), g.v)
 
 
 def test_text_and_layout_entries_are_the_protobuf_values():

@@ -23,13 +23,17 @@ from tensorboard.util import tensor_util
 
 from ..finding import Finding
 from ..rules.base import ROLES
-from ..sinks.jsonl import FILENAME as FINDINGS_FILE, read_findings
-from ..stats import Layout, Summary
+from ..sinks.jsonl import FILENAME as FINDINGS_FILE
+from ..sinks.jsonl import read_findings
+from ..stats import Layout, Summary, histogram
+from ..stats.summary import HEADER
 from .discovery import RunSpec, event_files
 from .events import EventFile
 from .plausible import implausible
 
 STATE_PREFIX = "nnhealth_state/"
+#: 1: full packed vectors; 2: histograms trimmed to their non-empty buckets (:func:`full_vector`)
+STATE_VERSIONS = (1, 2)
 RUN_TAG = "nnhealth/run"
 #: a packed summary is a header, a histogram and per-unit counts: far below this
 MAX_STATE_NUMBERS = 1 << 22
@@ -194,13 +198,20 @@ class RunLog:
         if info is None:
             self.add_problem(f"{self.spec.path}: tag {tag!r} holds an nnhealth state without its description; skipped")
             return
-        role, where, layout, meta = info
+        role, where, layout, meta, version = info
         n = _elements(value.tensor)
-        if n != layout.size:
+        trimmed = version >= 2 and layout.hist
+        if not (n == layout.size or (trimmed and len(HEADER) + 2 <= n <= layout.size + 2)):
             self.add_problem(f"{self.spec.path}: tag {tag!r} at step {step} holds {n} numbers, its layout "
                       f"expects {layout.size}; skipped")
             return
         vector = np.asarray(tensor_util.make_ndarray(value.tensor), dtype=np.float64).reshape(-1)
+        if trimmed:
+            vector = full_vector(layout, vector)
+            if vector is None:
+                self.add_problem(f"{self.spec.path}: tag {tag!r} at step {step}: its histogram's bucket range "
+                                 "does not fit its layout; skipped")
+                return
         problem = implausible(layout, vector)
         if problem is not None:  # the rules trust these numbers: refuse what nnhealth never writes
             self.add_problem(f"{self.spec.path}: tag {tag!r} holds a state nnhealth cannot have written "
@@ -221,9 +232,10 @@ class RunLog:
         if d is None:
             return None
         role, where, layout, meta = d.get("role"), d.get("where"), d.get("layout"), d.get("meta") or {}
-        if (d.get("version") != 1 or role not in STATE_ROLES or not isinstance(where, str) or not where
-                or not isinstance(layout, dict) or not isinstance(meta, dict)):
-            self.add_problem(f"{self.spec.path}: tag {tag!r}: state description is not version 1 of the "
+        version = d.get("version")
+        if (version not in STATE_VERSIONS or isinstance(version, bool) or role not in STATE_ROLES
+                or not isinstance(where, str) or not where or not isinstance(layout, dict) or not isinstance(meta, dict)):
+            self.add_problem(f"{self.spec.path}: tag {tag!r}: state description is not version 1 or 2 of the "
                       "nnhealth format (role, where, layout, meta); skipped")
             return None
         layout = Layout.from_json(layout)
@@ -231,7 +243,7 @@ class RunLog:
             self.add_problem(f"{self.spec.path}: tag {tag!r}: state layout of {layout.size} numbers is not plausible; "
                       "skipped")
             return None
-        info = (role, where, layout, meta)
+        info = (role, where, layout, meta, version)
         self._state_info[tag] = info + (content,)
         return info
 
@@ -278,3 +290,21 @@ class RunLog:
             self.recorded, self._findings_problems = read_findings(path)
         except OSError as e:
             self._findings_problems = [f"{path}: cannot be read ({e.strerror or e})"]
+
+
+def full_vector(layout: Layout, stored: np.ndarray) -> np.ndarray | None:
+    """The full packed vector of a version-2 state: the header, the first kept bucket's index and the
+    number kept, those buckets, the per-unit parts; None when the range does not fit the layout."""
+    head = len(HEADER)
+    lo, n = stored[head], stored[head + 1]
+    rest = layout.size - head - histogram.NUM_BUCKETS
+    if not (np.isfinite(lo) and np.isfinite(n) and lo == int(lo) and n == int(n) and 0 <= lo and 0 <= n
+            and lo + n <= histogram.NUM_BUCKETS
+            and stored.size == head + 2 + int(n) + rest):
+        return None
+    lo, n = int(lo), int(n)
+    full = np.zeros(layout.size)
+    full[:head] = stored[:head]
+    full[head + lo:head + lo + n] = stored[head + 2:head + 2 + n]
+    full[head + histogram.NUM_BUCKETS:] = stored[head + 2 + n:]
+    return full
