@@ -232,6 +232,18 @@ class ForwardWatch:
 
         return hook
 
+    # -- a forward pass that is not the model's own call (Lightning's training_step) ----------
+    def open_pass(self, module, inputs) -> None:
+        """Start capturing as if ``module`` were called with ``inputs``: for a framework whose forward
+        pass is a method other than ``forward`` (a call of the module inside it nests in this one)."""
+        self._begin(module, (inputs,), {})
+
+    def close_pass(self, module, output) -> None:
+        """End the pass :meth:`open_pass` started, whatever ran nested inside it."""
+        if self.capture is not None:
+            self.depth = 0
+            self._end(module, (), {}, output)
+
     # -- the model's own forward -------------------------------------------------------
     def _begin(self, module, args, kwargs):
         if self.capture is not None:

@@ -121,13 +121,12 @@ class HealthCallback(pl.Callback):
         # a call of the module itself inside it nests in this one
         forward = self._forward_watch()
         if forward is not None:
-            self._guard("forward", forward._begin, pl_module, (batch,), {})
+            self._guard("forward", forward.open_pass, pl_module, batch)
 
     def on_before_backward(self, trainer, pl_module, loss):
         forward = self._forward_watch()
-        if forward is not None and forward.capture is not None:
-            forward.depth = 0  # whatever nested inside, the forward pass ends here
-            self._guard("forward", forward._end, pl_module, (), {}, loss)
+        if forward is not None:
+            self._guard("forward", forward.close_pass, pl_module, loss)
 
     def _guard(self, part: str, fn, *args) -> None:
         key = ("lightning", part)
