@@ -227,17 +227,22 @@ def test_a_finding_record_of_the_wrong_shape_is_a_named_problem(tmp_path, record
     assert findings == [] and why in problem
 
 
+def _check_state(tmp_path, capsys, layout, stored, version: int) -> list[str]:
+    """The problems ``nnhealth check --json`` reports for a run holding one activation state ``stored``."""
+    info = json.dumps({"version": version, "role": "activation", "where": "fc1", "layout": layout.to_json(),
+                       "meta": {"kind": "relu"}}).encode()
+    _run(tmp_path, _value("nnhealth_state/activation/fc1", "nnhealth", tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_DOUBLE, tensor_shape=_shape(stored.size), double_val=stored.tolist()), info))
+    assert main(["check", "--json", str(tmp_path)]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    return report["problems"]
+
+
 def test_a_state_nnhealth_cannot_have_written_is_refused_before_the_rules_see_it(tmp_path, capsys):
     """A count of -5 passed every size check; the replay's rules would have divided by it."""
     layout, vector = summarize(np.maximum(np.random.default_rng(0).standard_normal((16, 4)), 0), "relu")
     vector[0] = -5.0
-    info = json.dumps({"version": 1, "role": "activation", "where": "fc1", "layout": layout.to_json(),
-                       "meta": {"kind": "relu"}}).encode()
-    _run(tmp_path, _value("nnhealth_state/activation/fc1", "nnhealth", tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_DOUBLE, tensor_shape=_shape(vector.size), double_val=vector.tolist()), info))
-    assert main(["check", "--json", str(tmp_path)]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
-    assert report["problems"] == [f"{tmp_path}: tag 'nnhealth_state/activation/fc1' holds a state nnhealth cannot "
+    assert _check_state(tmp_path, capsys, layout, vector, version=1) == [f"{tmp_path}: tag 'nnhealth_state/activation/fc1' holds a state nnhealth cannot "
                                   "have written (count is not a whole number >= 0); skipped"]
 
 
@@ -246,13 +251,7 @@ def test_a_state_nnhealth_cannot_have_written_is_refused_before_the_rules_see_it
 def test_a_trimmed_histogram_range_that_does_not_fit_is_refused(tmp_path, capsys, lo, n):
     layout, vector = summarize(np.maximum(np.random.default_rng(0).standard_normal((16, 4)), 0), "relu", hist=True)
     stored = np.concatenate([vector[:11], [lo, n], vector[11:11 + 3]])
-    info = json.dumps({"version": 2, "role": "activation", "where": "fc1", "layout": layout.to_json(),
-                       "meta": {"kind": "relu"}}).encode()
-    _run(tmp_path, _value("nnhealth_state/activation/fc1", "nnhealth", tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_DOUBLE, tensor_shape=_shape(stored.size), double_val=stored.tolist()), info))
-    assert main(["check", "--json", str(tmp_path)]) == 0
-    (report,) = json.loads(capsys.readouterr().out)
-    (problem,) = report["problems"]
+    (problem,) = _check_state(tmp_path, capsys, layout, stored, version=2)
     assert "nnhealth_state/activation/fc1" in problem and "skipped" in problem
 
 
