@@ -242,8 +242,9 @@ def test_a_state_nnhealth_cannot_have_written_is_refused_before_the_rules_see_it
     """A count of -5 passed every size check; the replay's rules would have divided by it."""
     layout, vector = summarize(np.maximum(np.random.default_rng(0).standard_normal((16, 4)), 0), "relu")
     vector[0] = -5.0
-    assert _check_state(tmp_path, capsys, layout, vector, version=1) == [f"{tmp_path}: tag 'nnhealth_state/activation/fc1' holds a state nnhealth cannot "
-                                  "have written (count is not a whole number >= 0); skipped"]
+    assert _check_state(tmp_path, capsys, layout, vector, version=1) == [
+        f"{tmp_path}: tag 'nnhealth_state/activation/fc1' holds a state nnhealth cannot have written (count is not "
+        "a whole number >= 0); skipped"]
 
 
 @pytest.mark.parametrize("lo, n", [(1549, 1), (-1, 3), (0.5, 2), (float("nan"), 1), (0, 10**9)],
