@@ -34,7 +34,7 @@ except ImportError:
 from nnhealth import Monitor
 
 from ._callback_metrics import rename, split
-from ._callback_watch import release, watch
+from ._callback_watch import MonitorOwner
 
 __all__ = ["HealthCallback"]
 
@@ -56,7 +56,7 @@ def _loss_of(outputs):
     return None
 
 
-class HealthCallback(pl.Callback):
+class HealthCallback(MonitorOwner, pl.Callback):
     """Watches a LightningModule while ``Trainer.fit`` trains it.
 
     ``monitor``: a :class:`~nnhealth.Monitor` to report to; by default one is made when fitting
@@ -68,25 +68,17 @@ class HealthCallback(pl.Callback):
     def __init__(self, monitor: Monitor | None = None, *, logdir=None, every: int = 10,
                  num_classes: int | None = None, stop_on_critical: bool = True, **monitor_options):
         super().__init__()
-        self.monitor = monitor
-        self._owned = monitor is None
-        self._logdir = logdir
-        self._options = dict(every=every, num_classes=num_classes, **monitor_options)
-        self.stop_on_critical = stop_on_critical
+        self._init_monitor(monitor, logdir, every, num_classes, stop_on_critical, monitor_options)
         self._losses: list = []
         self._global_step = 0
         self._last_step = None
         self._offset = 0
-        self._watcher = None
 
     # -- lifecycle -----------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
-        if self.monitor is None:
-            logdir = self._logdir if self._logdir is not None else tensorboard_dir(trainer)
-            self.monitor = Monitor(logdir=logdir, **self._options)
-            self._owned = True
+        self._open(lambda: tensorboard_dir(trainer))
         optimizers = list(trainer.optimizers)  # made anew by every fit
-        self._watcher = watch(self.monitor, pl_module, optimizers[0] if optimizers else None, "lightning")
+        self._watch(pl_module, optimizers[0] if optimizers else None, "lightning")
         if len(optimizers) > 1:
             self.monitor._say_once("lightning-optimizers", f"nnhealth: {len(optimizers)} optimizers; updates are "
                                    "measured for the first one's parameters", logging.INFO)
@@ -104,10 +96,7 @@ class HealthCallback(pl.Callback):
 
     def _detach(self):
         """Close a monitor made here; unhook a user's monitor (it stays open for them)."""
-        mon, watcher, self._watcher = self.monitor, self._watcher, None
-        release(mon, self._owned, watcher)
-        if mon is not None and self._owned:
-            self.monitor = None
+        if self._release():
             self._last_step = None
 
     # -- training ------------------------------------------------------------

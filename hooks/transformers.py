@@ -31,7 +31,7 @@ except ImportError as e:
 from nnhealth import Monitor
 
 from ._callback_metrics import rename, split
-from ._callback_watch import release, watch
+from ._callback_watch import MonitorOwner
 
 __all__ = ["HealthCallback"]
 
@@ -58,7 +58,7 @@ def _torch_optimizer(optimizer):
     return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
 
 
-class HealthCallback(TrainerCallback):
+class HealthCallback(MonitorOwner, TrainerCallback):
     """Watches a model while ``transformers.Trainer`` trains it.
 
     ``monitor``: a :class:`~nnhealth.Monitor` to report to; by default one is made when training
@@ -69,37 +69,26 @@ class HealthCallback(TrainerCallback):
 
     def __init__(self, monitor: Monitor | None = None, *, logdir=None, every: int = 10,
                  num_classes: int | None = None, stop_on_critical: bool = True, **monitor_options):
-        self.monitor = monitor
-        self._owned = monitor is None
-        self._logdir = logdir
-        self._options = dict(every=every, num_classes=num_classes, **monitor_options)
-        self.stop_on_critical = stop_on_critical
+        self._init_monitor(monitor, logdir, every, num_classes, stop_on_critical, monitor_options)
         self._losses: list = []
         self._summed = False
         self._model_loss = False  # the model has returned a training loss at least once
         self._handle = None
-        self._watcher = None
         self._last_step = None
 
     # -- lifecycle -----------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if self.monitor is None:
-            self.monitor = Monitor(logdir=self._logdir if self._logdir is not None else default_logdir(args),
-                                   **self._options)
-            self._owned = True
+        self._open(lambda: default_logdir(args))
         if model is not None:
             self._handle = model.register_forward_hook(self._capture_loss, with_kwargs=True)
-            self._watcher = watch(self.monitor, model, _torch_optimizer(optimizer), "transformers")
+            self._watch(model, _torch_optimizer(optimizer), "transformers")
         self._losses.clear()
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        mon, watcher, self._watcher = self.monitor, self._watcher, None
-        release(mon, self._owned, watcher)
-        if mon is not None and self._owned:
-            self.monitor = None
+        self._release()
 
     # -- the loss of each step -------------------------------------------------
     def _capture_loss(self, module, args, kwargs, output):

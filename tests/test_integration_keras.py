@@ -25,18 +25,8 @@ from nnhealth.hooks.keras import HealthCallback  # noqa: E402
 from conftest import fired, warnings_of  # noqa: E402
 
 #: Keras' own torch backend converts its logs with np.array(tensor), which numpy 2 warns about
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models: one thread is faster than two fighting over a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def data(n=1024, d=20, classes=3, seed=0):

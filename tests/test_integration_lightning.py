@@ -21,15 +21,8 @@ from conftest import fired, warnings_of  # noqa: E402
 
 #: Lightning's own chatter about tiny runs (few batches per logging interval, no workers)
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:lightning"),
-              pytest.mark.filterwarnings("ignore:.*LeafSpec")]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+              pytest.mark.filterwarnings("ignore:.*LeafSpec"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 class Classifier(pl.LightningModule):

@@ -24,12 +24,7 @@ from nnhealth.hooks.transformers import HealthCallback  # noqa: E402
 from conftest import fired, warnings_of  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class MLPConfig(PretrainedConfig):

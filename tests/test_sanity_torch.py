@@ -15,14 +15,12 @@ from nnhealth.sanity.torch import TorchSubject  # noqa: E402
 CLASSES, DIM = 5, 16
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True)
-def _seeded_single_thread():
-    """Seeded; one thread, since these models are tiny and intra-op threads only contend on 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def clusters(n=600, seed=0):

@@ -15,6 +15,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from torch_training import training_steps  # noqa: E402
 
 try:
     import torch._dynamo  # noqa: F401, E402
@@ -51,12 +52,7 @@ def run(order: str, steps: int = 6, **options):
         from nnhealth.hooks.torch import attach
 
         mon._watchers.append(attach(mon, model, opt, **options))
-    for step in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.step(step, loss=loss)
+    training_steps(model, opt, mon, x, y, steps)
     mon.close()
     return mon
 

@@ -16,17 +16,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from torch_training import clusters  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def clusters(n, shape, classes, seed=0, noise=1.0):
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn((classes * 3,) + shape, generator=g)
-    cid = torch.randint(0, classes * 3, (n,), generator=g)
-    x = centres[cid] + noise * torch.randn((n,) + shape, generator=g)
-    return (x - x.mean(0)) / x.std(0), cid % classes
 
 
 class MLP(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from torch_training import training_steps  # noqa: E402
 from nnhealth.stats import summarize  # noqa: E402
 from nnhealth.stats.summary import Summary  # noqa: E402
 
@@ -57,21 +58,11 @@ def train(model, mon, steps=4, lr=0.05, opt=None, x=None, y=None):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 8, generator=g) if x is None else x
     y = torch.randint(0, 3, (32,), generator=g) if y is None else y
-    for step in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.step(step, loss=loss)
+    training_steps(model, opt, mon, x, y, steps)
     return opt
 
 
-@pytest.fixture(autouse=True)
-def _quiet_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_activation_is_named_after_its_module_with_its_kind():

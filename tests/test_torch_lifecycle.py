@@ -15,6 +15,7 @@ from torch.nn.modules import module as module_globals  # noqa: E402
 import nnhealth.hooks._torch_forward as forward_part  # noqa: E402
 import nnhealth.hooks._torch_optim as optim_part  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
+from torch_training import training_steps  # noqa: E402
 from nnhealth.hooks.torch import attach  # noqa: E402
 
 
@@ -27,13 +28,7 @@ def make():
 def loop(model, opt, mon, steps, start=0):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
-    for step in range(start, start + steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        mon.step(step, loss=loss)
-    return loss
+    return training_steps(model, opt, mon, x, y, steps, start)
 
 
 def hooks_left(model, opt) -> int:

@@ -18,27 +18,19 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from torch_training import clusters  # noqa: E402
 
 ACTIVATION = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True)
-def _cpu_settings():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _flush_denormals():
     torch.set_flush_denormal(True)  # vanishing activations are subnormal floats: slow on a CPU
     yield
     torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
-
-
-def clusters(n, shape, classes, seed=0, noise=1.0):
-    """Standardised Gaussian clusters, three per class."""
-    g = torch.Generator().manual_seed(seed)
-    centres = torch.randn((classes * 3,) + shape, generator=g)
-    cid = torch.randint(0, classes * 3, (n,), generator=g)
-    x = centres[cid] + noise * torch.randn((n,) + shape, generator=g)
-    return (x - x.mean(0)) / x.std(0), cid % classes
 
 
 def mlp(depth=3, width=64, act="relu", init="he", bias=0.0):
