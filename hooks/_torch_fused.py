@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from nnhealth.stats import Layout, summarize
+from nnhealth.stats import Layout, compiled, summarize
 from nnhealth.stats.host import ONES, work_array
 from nnhealth.stats.summary import HEADER, H
 
@@ -108,37 +108,47 @@ HOST_CHUNK = 1 << 17
 
 
 def _host_columns(tensors: list, fields) -> dict[str, np.ndarray]:
-    """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time.
-    The sum of squares is a BLAS dot product; when it is finite, so is every value, and the non-finite
-    count is 0 without a pass of its own (on the CPU reading that number waits for nothing);
-    otherwise it is counted."""
+    """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time:
+    by the compiled kernel (every field in one pass) when there is one, by numpy otherwise and for
+    tensors holding NaN or Inf. When the sum of squares is finite, so is every value, and the
+    non-finite count is 0 without a pass of its own (on the CPU reading that number waits for
+    nothing); otherwise it is counted."""
     n = len(tensors)
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
-    want_sum, want_abs = "sum" in cols, "abssum" in cols
-    want_min, want_max = "min" in cols, "max" in cols
-    dtype = tensors[0].numpy().dtype
-    scratch, ones = work_array(dtype, size=HOST_CHUNK), ONES[dtype]
+    extremes = "min" in cols or "max" in cols
+    jit = compiled.kernels()
     for i, x in enumerate(tensors):
         a = x.numpy().reshape(-1)
-        sumsq = total = abssum = 0.0
-        lo, hi = math.inf, -math.inf
-        for start in range(0, a.size, HOST_CHUNK):
-            piece = a[start:start + HOST_CHUNK]
-            sumsq += float(np.dot(piece, piece))
-            if want_sum:  # torch's vectorised pairwise sum, on the same memory; read through numpy
-                total += float(torch.from_numpy(piece).sum().numpy())
-            if want_abs:  # |x| into a reused buffer, summed by a BLAS dot product with ones
-                abssum += float(np.dot(np.abs(piece, out=scratch[:piece.size]), ones[:piece.size]))
-            if want_min:
-                lo = min(lo, float(piece.min()))
-            if want_max:
-                hi = max(hi, float(piece.max()))
+        got = jit.columns(a, extremes) if jit is not None else None
+        if got is None or not got[0]:
+            got = _numpy_columns(a, cols)
+        _, sumsq, total, abssum, lo, hi = got
         cols["sumsq"][i] = sumsq
         cols["nonfinite"][i] = 0.0 if math.isfinite(sumsq) else a.size - np.count_nonzero(np.isfinite(a))
         for name, value in (("sum", total), ("abssum", abssum), ("min", lo), ("max", hi)):
             if name in cols:
                 cols[name][i] = value
     return cols
+
+
+def _numpy_columns(a: np.ndarray, cols: dict) -> tuple:
+    """(finite, sumsq, sum, abssum, min, max) of flat ``a`` (the fields not in ``cols`` left out): the
+    sum of squares a BLAS dot product, the rest as asked, each piece's while it is in the cache."""
+    scratch, ones = work_array(a.dtype, size=HOST_CHUNK), ONES[a.dtype]
+    sumsq = total = abssum = 0.0
+    lo, hi = math.inf, -math.inf
+    for start in range(0, a.size, HOST_CHUNK):
+        piece = a[start:start + HOST_CHUNK]
+        sumsq += float(np.dot(piece, piece))
+        if "sum" in cols:  # torch's vectorised pairwise sum, on the same memory; read through numpy
+            total += float(torch.from_numpy(piece).sum().numpy())
+        if "abssum" in cols:  # |x| into a reused buffer, summed by a BLAS dot product with ones
+            abssum += float(np.dot(np.abs(piece, out=scratch[:piece.size]), ones[:piece.size]))
+        if "min" in cols:
+            lo = min(lo, float(piece.min()))
+        if "max" in cols:
+            hi = max(hi, float(piece.max()))
+    return math.isfinite(sumsq), sumsq, total, abssum, lo, hi
 
 
 def _fill(rows, numel, cols: dict):
@@ -241,23 +251,27 @@ def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
 def difference_rows(before: list, after: list) -> list:
     """Rows (norm fields, :data:`NORM`) of ``after - before`` per tensor: the update an optimizer step
     applied. ``before`` is a snapshot nnhealth owns and may be overwritten. On the CPU the difference
-    of each cache-sized piece is squared and summed while in the cache, never written whole; its sign
-    is irrelevant, since only its norm is measured."""
+    is squared and summed as it is made (by the compiled kernel, or by numpy a cache-sized piece at
+    a time), never written whole; its sign is irrelevant, since only its norm is measured."""
     out: list = [None] * len(before)
     host = [i for i, (b, a) in enumerate(zip(before, after))
             if _on_host(b) and _fusable(b)
             and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
     if host:
+        jit = compiled.kernels()
         scratch = {np.dtype(dt): work_array(dt, size=HOST_CHUNK) for dt in (np.float32, np.float64)}
         sumsq = np.empty(len(host))
         nonfinite = np.empty(len(host))
         for j, i in enumerate(host):
             b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
-            buf, total = scratch[b.dtype], 0.0
-            for start in range(0, b.size, HOST_CHUNK):
-                piece = a[start:start + HOST_CHUNK]
-                d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
-                total += float(np.dot(d, d))
+            if jit is not None:
+                total = jit.difference(a, b)
+            else:
+                buf, total = scratch[b.dtype], 0.0
+                for start in range(0, b.size, HOST_CHUNK):
+                    piece = a[start:start + HOST_CHUNK]
+                    d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
+                    total += float(np.dot(d, d))
             sumsq[j] = total
             nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
         numel = np.array([before[i].numel() for i in host], dtype=np.float64)

@@ -23,14 +23,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from nnhealth.dashboards.event_file import EventFile, masked_crc32c
+from nnhealth.dashboards.report import write_html
+from nnhealth.dashboards.run_data import read_run
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
 
 import nnhealth
 from nnhealth import Monitor
 from nnhealth.cli import main
-from nnhealth.dashboards.event_file import EventFile, masked_crc32c
-from nnhealth.dashboards.report import write_html
-from nnhealth.dashboards.run_data import read_run
 from nnhealth.logs.discovery import find_runs
 from nnhealth.logs.runlog import RunLog
 from nnhealth.sinks.jsonl import read_findings

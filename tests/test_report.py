@@ -10,14 +10,14 @@ import re
 import matplotlib.image
 import numpy as np
 import pytest
-
 from dashboards_runs import record_run
-from nnhealth import Monitor
-from nnhealth.cli import main
 from nnhealth.dashboards.figures import all_panels, label, number_ranges
 from nnhealth.dashboards.rebin import quantiles, rebin
 from nnhealth.dashboards.report import write_html
 from nnhealth.dashboards.run_data import read_run
+
+from nnhealth import Monitor
+from nnhealth.cli import main
 
 DEAD = "<script>alert(1)</script>"
 

@@ -1,0 +1,250 @@
+"""The compiled kernels (numba) against the numpy path and a plain float64 reference.
+
+Counts (header counts, histogram buckets, per-unit fired and saturated) must
+be exact; sums equal to rounding (float32 data is summed in float32 blocks).
+The histogram is checked against the reference definition
+``floor(ln|x| / ln 1.1)`` in float64 at and around every bucket edge, where
+the numpy path (a float32 log for float32 data) may differ by one bucket.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+pytest.importorskip("numba")
+
+from nnhealth.stats import KINDS, Layout, Summary, compiled, histogram, host  # noqa: E402
+from nnhealth.stats.backend import NUMPY  # noqa: E402
+from nnhealth.stats.compute import default_unit_axis  # noqa: E402
+from nnhealth.stats.summary import HEADER  # noqa: E402
+
+COUNTS = ("count", "nonfinite", "zeros", "positive", "saturated", "samples")
+SATURATING = [name for name, k in KINDS.items() if k.saturated is not None]
+EDGES = [0.0, -0.0, 1.0, -1.0, 1.1, 1.1**2, -(1.1**-7), 1e-13, 1e-12, -1e-12, 1e-30, 5e-324, 1e20, -3e25,
+         0.0128, 0.9872, 0.9747, 6.0, 1e30]
+
+
+@pytest.fixture(autouse=True)
+def jit():
+    k = compiled.kernels()
+    if k is None:
+        if os.environ.get("NNHEALTH_JIT", "1").strip() == "0":
+            pytest.skip("compiled kernels switched off (NNHEALTH_JIT=0)")
+        pytest.fail("numba imports but the kernels did not compile")
+    return k
+
+
+def reference_bucket(v: float) -> int:
+    """The histogram bucket of ``v``, written the obvious way (float64 log)."""
+    if v == 0:
+        return histogram.ZERO
+    k = min(max(math.floor(math.log(abs(v)) / histogram.LOG_RATIO), histogram.K_MIN), histogram.K_MAX)
+    return histogram.ZERO + (1 if v > 0 else -1) * (1 + k - histogram.K_MIN)
+
+
+def reference_hist(x: np.ndarray) -> np.ndarray:
+    out = np.zeros(histogram.NUM_BUCKETS)
+    for v in x.reshape(-1).tolist():
+        out[reference_bucket(v)] += 1
+    return out
+
+
+def both(x: np.ndarray, kind: str, **opts):
+    """(compiled, numpy) summaries of ``x``; the compiled one None when the kernel declines."""
+    args = (x, KINDS[kind], opts.get("hist", True), opts.get("units", True), opts.get("moments", True),
+            opts.get("unit_axis"), default_unit_axis)
+    got = host._summarize_compiled(compiled.kernels(), *args)
+    want = host._summarize_numpy(*args)
+    return (None if got is None else Summary(*got)), Summary(*want)
+
+
+def close(got, want, rel: float, abs_: float, dtype) -> bool:
+    """``got`` equals float64 ``want`` to rounding; for float32 data whose sums of squares leave the
+    type's range, Inf is right too (numpy's float32 sums overflow there as well)."""
+    got, want = np.atleast_1d(got), np.atleast_1d(want)
+    overflow = (dtype == np.float32) & (want > 1e34) & np.isinf(got)
+    return bool(np.all(overflow | (np.abs(got - want) <= rel * np.abs(want) + abs_)))
+
+
+def assert_same(got: Summary, want: Summary, x: np.ndarray, unit_axis=None):
+    """Every field of two summaries of ``x``: counts exact, sums to the data type's rounding."""
+    assert got.layout == want.layout
+    for name in COUNTS + ("min", "max"):
+        assert getattr(got, name) == getattr(want, name), name
+    f64 = x.astype(np.float64)
+    eps = 1e-5 if x.dtype == np.float32 else 1e-12
+    underflow = x.size * float(np.finfo(x.dtype).tiny)  # squares below the type's range are 0, as numpy's
+    scale = float(np.abs(f64).sum())
+    assert abs(got.sum - f64.sum()) <= eps * scale + 1e-300
+    assert close(got.sumsq, float((f64 * f64).sum()), eps, underflow, x.dtype)
+    assert got.abssum == pytest.approx(scale, rel=eps, abs=1e-300)
+    if got.layout.hist:
+        np.testing.assert_array_equal(got.hist, reference_hist(x))
+    if got.layout.units:
+        np.testing.assert_array_equal(got.unit_fired, want.unit_fired)
+        np.testing.assert_array_equal(got.unit_saturated, want.unit_saturated)
+    if got.layout.moments:
+        z3, _ = host._unit_view(f64, unit_axis, default_unit_axis)
+        total, squares = z3.sum(axis=(0, 2)), (z3 * z3).sum(axis=(0, 2))
+        assert np.all(np.abs(got.unit_sum - total) <= eps * np.abs(z3).sum(axis=(0, 2)) + 1e-300)
+        assert close(got.unit_sumsq, squares, eps, underflow, x.dtype)
+
+
+VALUES = st.one_of(st.floats(-1e4, 1e4), st.sampled_from(EDGES), st.floats(-1.0, 1.0))
+SHAPES = st.sampled_from([(7,), (1,), (5, 3), (9, 17), (2, 3, 4, 5), (3, 2, 6), (1, 4, 2, 2)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]), kind=st.sampled_from(sorted(KINDS)),
+       opts=st.sampled_from([dict(), dict(moments=False), dict(units=False, moments=False),
+                             dict(hist=False), dict(hist=False, units=False, moments=False)]))
+def test_kernel_equals_numpy_and_the_reference(data, dtype, kind, opts):
+    x = data.draw(arrays(dtype, SHAPES, elements=VALUES))
+    got, want = both(x, kind, **opts)
+    assert got is not None
+    assert_same(got, want, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((3, 70000), -1), ((64, 3, 20, 20), 1), ((2, 3, 5000), 1),
+                                         ((5000, 9), -1), ((150000,), -1)])
+def test_arrays_of_many_pieces_and_blocks(dtype, shape, axis):
+    """Bigger than a piece (rows grouped, pieces split), inner axes longer than a block."""
+    rng = np.random.default_rng(1)
+    for kind, x in (("relu", np.maximum(rng.standard_normal(shape), 0)), ("tanh", np.tanh(3 * rng.standard_normal(shape))),
+                    ("linear", rng.standard_normal(shape) * 1e3)):
+        x = x.astype(dtype)
+        got, want = both(x, kind, unit_axis=axis)
+        assert_same(got, want, x, axis)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_bucket_edge_lands_where_the_reference_says(jit, dtype):
+    """At, just below and just above every edge (both RATIO**k and the float nearest it), both signs,
+    and the ends: below 1e-12, subnormals, the largest finite value."""
+    k = np.arange(histogram.K_MIN - 2, histogram.K_MAX + 3, dtype=np.float64)
+    powers = np.concatenate([(histogram.RATIO ** k).astype(dtype), np.array([1.1 ** int(i) for i in k], dtype=dtype)])
+    up, down = dtype(np.inf), dtype(0)
+    mags = np.concatenate([powers, np.nextafter(powers, up), np.nextafter(powers, down),
+                           np.array([np.finfo(dtype).smallest_subnormal, np.finfo(dtype).tiny, 1e-30, 1e-12,
+                                     np.finfo(dtype).max], dtype=dtype)])
+    x = np.concatenate([mags, -mags, np.array([0.0, -0.0], dtype=dtype)])
+    got, _ = both(x, "linear", units=False, moments=False)
+    np.testing.assert_array_equal(got.hist, reference_hist(x))
+    assert got.zeros == 2 and got.hist[histogram.ZERO] == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", SATURATING)
+def test_saturation_at_the_thresholds_as_numpy_computes_it(dtype, kind):
+    """Values within 8 steps of the type's spacing of every threshold crossing, in its own precision."""
+    t = 0.05
+    crossings = [(1 - math.sqrt(1 - t)) / 2, math.sqrt(1 - t), 1 - math.sqrt(t), 0.0, 1.0, 6.0, 0.5]
+    centres = np.array(crossings + [1 - c for c in crossings], dtype=dtype)
+    near, up, down = [centres], centres, centres
+    for _ in range(8):
+        up, down = np.nextafter(up, dtype(np.inf)), np.nextafter(down, dtype(-np.inf))
+        near += [up, down]
+    near = np.concatenate(near)
+    x = np.stack([near, -near, near[::-1]])
+    got, want = both(x, kind)
+    mask = KINDS[kind].saturated(NUMPY, x)
+    assert got.saturated == want.saturated == np.count_nonzero(mask)
+    np.testing.assert_array_equal(got.unit_saturated, mask.sum(axis=0))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_data_is_left_to_numpy(bad):
+    x = np.array([[1.0, bad, -2.0], [0.0, 3.0, 4.0]], dtype=np.float32)
+    got, want = both(x, "tanh")
+    assert got is None
+    layout, vector = host._summarize(x, KINDS["tanh"], True, True, True, None, default_unit_axis)
+    np.testing.assert_array_equal(vector, want.v)
+    assert Summary(layout, vector).nonfinite == 1
+
+
+def test_a_kind_the_kernel_does_not_know_is_left_to_numpy():
+    odd = KINDS["tanh"].__class__("odd", saturated=lambda ops, y: y > 0.25)
+    x = np.linspace(-1, 1, 12).reshape(3, 4)
+    assert compiled.kernels().activation(x.reshape(3, 4, 1), odd, True, True, False, Layout(True, 4).size) is None
+    layout, vector = host._summarize(x, odd, True, True, False, None, default_unit_axis)
+    assert Summary(layout, vector).saturated == np.count_nonzero(x > 0.25)
+
+
+def test_switched_off_gives_the_numpy_path(monkeypatch):
+    x = np.maximum(np.random.default_rng(2).standard_normal((16, 8)), 0).astype(np.float32)
+    args = (x, KINDS["relu"], True, True, True, None, default_unit_axis)
+    monkeypatch.setattr(compiled, "_KERNELS", None)
+    np.testing.assert_array_equal(host._summarize(*args)[1], host._summarize_numpy(*args)[1])
+
+
+def test_the_environment_switch_turns_the_kernels_off():
+    code = ("from nnhealth.stats import compiled, summary_of; import numpy as np; "
+            "assert compiled.kernels() is None; print(summary_of(np.arange(6.0) - 2, 'relu', hist=True).positive)")
+    env = dict(os.environ, NNHEALTH_JIT="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "3.0"
+
+
+def test_read_only_and_header_only():
+    x = np.linspace(-3, 3, 30)
+    x.flags.writeable = False
+    got, want = both(x, "hardtanh", hist=False, units=False, moments=False)
+    assert got.layout == Layout() and got.saturated == want.saturated == np.count_nonzero(np.abs(x) >= 1)
+    assert_same(got, want, x)
+    got, want = both(np.float32(-0.5) * np.ones((), np.float32), "linear")  # 0-d: no units
+    assert_same(got, want, np.array([-0.5], np.float32))
+
+
+# -- the parameter and update kernels -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 4095, 4096, 4097, 70001])
+def test_columns_and_difference_equal_float64_sums(jit, dtype, n):
+    rng = np.random.default_rng(n)
+    a, b = (rng.standard_normal(n) * 10).astype(dtype), (rng.standard_normal(n) * 10).astype(dtype)
+    finite, sumsq, total, abssum, lo, hi = jit.columns(a, True)
+    f = a.astype(np.float64)
+    eps = 1e-5 if dtype == np.float32 else 1e-12
+    assert finite and (lo, hi) == (f.min(), f.max())
+    assert sumsq == pytest.approx((f * f).sum(), rel=eps)
+    assert abssum == pytest.approx(np.abs(f).sum(), rel=eps)
+    assert abs(total - f.sum()) <= eps * np.abs(f).sum()
+    d = (a - b).astype(np.float64)  # the difference rounded to the data type, as the kernel makes it
+    assert jit.difference(a, b) == pytest.approx((d * d).sum(), rel=eps)
+    assert jit.columns(a, False)[4:] == (math.inf, -math.inf)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_columns_and_difference_report_non_finite_data(jit, bad):
+    a = np.ones(10000, np.float32)
+    a[7777] = bad
+    assert not jit.columns(a, True)[0]
+    assert not math.isfinite(jit.difference(a, np.zeros_like(a)))
+
+
+def test_fused_rows_are_the_same_with_and_without_the_kernels(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import nnhealth.hooks._torch_fused as fused
+
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(300, 70, generator=gen), torch.randn(5, generator=gen), torch.randn(3, 3, dtype=torch.float64)]
+    xs.append(torch.tensor([1.0, float("nan"), -2.0, float("inf")]))
+    before = [x.clone() for x in xs]
+    after = [x + 0.01 * torch.randn(x.shape, generator=gen, dtype=x.dtype) for x in xs]
+    fast = (np.stack(fused.header_rows(xs)), np.stack(fused.difference_rows([b.clone() for b in before], after)))
+    monkeypatch.setattr(compiled, "_KERNELS", None)
+    slow = (np.stack(fused.header_rows(xs)), np.stack(fused.difference_rows([b.clone() for b in before], after)))
+    for got, want in zip(fast, slow):
+        np.testing.assert_allclose(got[:3], want[:3], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[3], want[3])  # non-finite: numpy computes it either way
+    assert fast[0][3, HEADER.index("nonfinite")] == 2
