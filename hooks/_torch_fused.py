@@ -107,21 +107,29 @@ def _looped_columns(xs: list, fields) -> dict[str, list]:
 HOST_CHUNK = 1 << 17
 
 
-def _host_columns(tensors: list, fields) -> dict[str, np.ndarray]:
+def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str, np.ndarray]:
     """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time:
     by the compiled kernel (every field in one pass) when there is one, by numpy otherwise and for
     tensors holding NaN or Inf. When the sum of squares is finite, so is every value, and the
     non-finite count is 0 without a pass of its own (on the CPU reading that number waits for
-    nothing); otherwise it is counted."""
+    nothing); otherwise it is counted. ``copies``: buffers the tensors are also copied into, by the
+    kernel in the same pass where both are contiguous."""
     n = len(tensors)
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
     extremes = "min" in cols or "max" in cols
     jit = compiled.kernels()
     for i, x in enumerate(tensors):
         a = x.numpy().reshape(-1)
-        got = jit.columns(a, extremes) if jit is not None else None
+        into = copies[i] if copies is not None else None
+        if into is not None and jit is not None and into.is_contiguous() and x.is_contiguous():
+            got = jit.columns_copying(a, into.numpy().reshape(-1), extremes)
+        else:
+            if into is not None:
+                into.copy_(x)
+            got = jit.columns(a, extremes) if jit is not None else None
         if got is None or not got[0]:
-            got = _numpy_columns(a, cols)
+            with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
+                got = _numpy_columns(a, cols)
         _, sumsq, total, abssum, lo, hi = got
         cols["sumsq"][i] = sumsq
         cols["nonfinite"][i] = 0.0 if math.isfinite(sumsq) else a.size - np.count_nonzero(np.isfinite(a))
@@ -210,19 +218,24 @@ def _numels(tensors: list, device) -> torch.Tensor:
     return got
 
 
-def _group_rows(tensors: list, fields):
+def _group_rows(tensors: list, fields, copies: list | None = None):
     """[len(tensors), len(HEADER)] float64 rows on the tensors' device (numpy for host memory);
-    unmeasured fields are NaN."""
+    unmeasured fields are NaN. The tensors are also copied into ``copies``, when given."""
     if _on_host(tensors[0]):
-        return _host_rows(np.array([x.numel() for x in tensors], dtype=np.float64), _host_columns(tensors, fields))
+        return _host_rows(np.array([x.numel() for x in tensors], dtype=np.float64),
+                          _host_columns(tensors, fields, copies))
+    if copies is not None:
+        torch._foreach_copy_(copies, tensors)
     c = _group_columns(tensors, fields)
     numel = _numels(tensors, tensors[0].device)
     rows = torch.full((len(tensors), len(HEADER)), float("nan"), dtype=torch.float64, device=tensors[0].device)
     return _fill(rows, numel, c)
 
 
-def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
-    """One packed header-only summary per tensor (layout :data:`HEADER_ONLY`), on its device.
+def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -> list:
+    """One packed header-only summary per tensor (layout :data:`HEADER_ONLY`), on its device; with
+    ``copies`` (buffers of the tensors' shapes and types), each tensor is also copied into its buffer,
+    in host memory by the same pass that measures it (a snapshot of parameters before an update).
 
     Always measured: count, sum of squares, non-finite count, samples (and
     saturated, 0 for these linear values); of ``sum``, ``abssum``, ``min`` and
@@ -241,8 +254,11 @@ def header_rows(tensors: list, fields=EVERY_FIELD) -> list:
             groups.setdefault((x.device, x.dtype), []).append((i, x))
         else:
             out[i] = summarize(x, "linear")[1]
+            if copies is not None:
+                copies[i].copy_(x)
     for members in groups.values():
-        rows = _group_rows([x for _, x in members], tuple(fields))
+        into = [copies[i] for i, _ in members] if copies is not None else None
+        rows = _group_rows([x for _, x in members], tuple(fields), into)
         for (i, _), row in zip(members, rows if isinstance(rows, np.ndarray) else rows.unbind(0)):
             out[i] = row
     return out
@@ -268,10 +284,11 @@ def difference_rows(before: list, after: list) -> list:
                 total = jit.difference(a, b)
             else:
                 buf, total = scratch[b.dtype], 0.0
-                for start in range(0, b.size, HOST_CHUNK):
-                    piece = a[start:start + HOST_CHUNK]
-                    d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
-                    total += float(np.dot(d, d))
+                with np.errstate(all="ignore"):  # inf - inf is NaN: counted below, not warned about
+                    for start in range(0, b.size, HOST_CHUNK):
+                        piece = a[start:start + HOST_CHUNK]
+                        d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
+                        total += float(np.dot(d, d))
             sumsq[j] = total
             nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
         numel = np.array([before[i].numel() for i in host], dtype=np.float64)

@@ -134,24 +134,27 @@ class GradientWatch:
             for name, row in zip(names, grad_rows):
                 self.ctx.add("gradient", name, row)
         if self.updates:
-            base = header_rows(values, PARAMETER)
+            before = self._host_buffers(values)
+            base = header_rows(values, PARAMETER, copies=before)  # the snapshot taken by the same pass
             for name, row in zip(names, base):
                 if ("parameter", name) not in mon._pending:  # the watch-time summary has units
                     self.ctx.add("parameter", name, row)
-            self._snapshot = (params, names, self._copy(values), base, skipped)
+            if before is None:
+                before = torch._foreach_mul(values, 1.0)
+            self._snapshot = (params, names, before, base, skipped)
         return None
 
-    def _copy(self, values: list) -> list:
-        """The parameters before the step. On accelerators a fresh copy (their caching allocators
-        make it cheap, and it is freed after the step); on the CPU, where fresh memory is paid for
-        page by page, the same buffers every sampled step."""
+    def _host_buffers(self, values: list) -> list | None:
+        """Where the parameters are kept before the step: on the CPU, where fresh memory is paid for
+        page by page, the same buffers every sampled step (filled by the pass that measures the
+        parameters); None on accelerators, which take a fresh copy (their caching allocators make it
+        cheap, and it is freed after the step)."""
         if values[0].device.type != "cpu":
-            return torch._foreach_mul(values, 1.0)
+            return None
         buffers = self._buffers
         if len(buffers) != len(values) or any(b.shape != v.shape or b.dtype != v.dtype or b.device != v.device
                                               for b, v in zip(buffers, values)):
-            buffers = self._buffers = [torch.empty_like(v) for v in values]
-        torch._foreach_copy_(buffers, values)
+            buffers = self._buffers = [torch.empty_like(v, memory_format=torch.contiguous_format) for v in values]
         return buffers
 
     def _after(self, optimizer, args, kwargs):

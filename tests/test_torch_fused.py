@@ -68,6 +68,24 @@ def test_other_dtypes_and_odd_tensors(dtype):
         np.testing.assert_allclose(np.asarray(row), reference(t).v, rtol=1e-6)
 
 
+@pytest.mark.parametrize("jit", ["compiled", "numpy"])
+def test_rows_that_also_take_a_snapshot_copy_every_tensor_and_measure_the_same(jit, monkeypatch):
+    if jit == "numpy":
+        monkeypatch.setattr(fused.compiled, "kernels", lambda: None)
+    torch.manual_seed(0)
+    xs = [torch.randn(300, 70), torch.randn(9, 5).t(), torch.randn(5, dtype=torch.float64),
+          torch.tensor([1.0, float("nan"), float("inf")]), torch.randn(4).to(torch.float16),
+          torch.randn(3, 3).to_sparse()]
+    copies = [torch.full_like(x, 7.0) if not x.is_sparse else torch.zeros(3, 3).to_sparse() for x in xs]
+    with_copies = fused.header_rows(xs, fused.PARAMETER, copies=copies)
+    alone = fused.header_rows(xs, fused.PARAMETER)
+    np.testing.assert_array_equal(np.stack([np.asarray(r) for r in with_copies]),
+                                  np.stack([np.asarray(r) for r in alone]))
+    for x, c in zip(xs, copies):
+        want, got = (x.to_dense(), c.to_dense()) if x.is_sparse else (x, c)
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+
+
 def test_chunks_bound_the_temporaries_without_changing_a_number(monkeypatch):
     xs = [torch.randn(50, 20), torch.randn(3), torch.randn(400), torch.randn(10, 10)]
     whole = np.stack(fused.header_rows(xs))

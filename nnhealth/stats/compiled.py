@@ -87,6 +87,34 @@ def _sums(p, zero):
     return s_all + s, q_all + q, m_all + m
 
 
+@_compiled(fastmath=SUMS)
+def _sums_copying(p, out, zero):
+    """:func:`_sums` of ``p`` that also writes ``p`` into ``out`` (as long), in the same pass."""
+    s_all = q_all = m_all = 0.0
+    blocks = p.size // BLOCK
+    for k in range(blocks):
+        base = k * BLOCK
+        s = q = m = zero
+        for j in range(BLOCK):
+            x = p[base + j]
+            out[base + j] = x
+            s += x
+            q += x * x
+            m += abs(x)
+        s_all += s
+        q_all += q
+        m_all += m
+    rest, into = p[blocks * BLOCK:], out[blocks * BLOCK:]
+    s = q = m = zero
+    for j in range(rest.size):
+        x = rest[j]
+        into[j] = x
+        s += x
+        q += x * x
+        m += abs(x)
+    return s_all + s, q_all + q, m_all + m
+
+
 @_compiled()
 def _histogram(bits, table, edges, shift, counts):
     """Adds the buckets of ``bits`` (unsigned float bit patterns) to 4 interleaved sub-histograms;
@@ -202,12 +230,14 @@ def _negatives(p, zero):
 
 def _signatures(result: str, *args: str) -> list:
     """numba signatures for float32 and float64 data: ``f`` a float array, ``u`` the unsigned
-    integers of its width (bit patterns); arrays C-contiguous and read-only (writable ones fit too)."""
+    integers of its width (bit patterns), ``w`` a float array written to; arrays C-contiguous and the
+    ones only read typed read-only (writable ones fit too)."""
     from numba import types as T
 
     out = []
     for f, u in ((T.float32, T.uint32), (T.float64, T.uint64)):
-        names = {"f": T.Array(f, 1, "C", readonly=True), "u": T.Array(u, 1, "C", readonly=True),
+        names = {"f": T.Array(f, 1, "C", readonly=True), "w": T.Array(f, 1, "C"),
+                 "u": T.Array(u, 1, "C", readonly=True),
                  "t": T.Array(T.uint16, 1, "C", readonly=True), "e": T.Array(T.uint64, 1, "C", readonly=True),
                  "o": T.float64[::1], "z": f, "n": T.int64, "b": T.boolean, "d": T.float64, "s": T.uint64,
                  "v": T.void}
@@ -270,6 +300,20 @@ def _columns(a, zero):
     s_all = q_all = m_all = 0.0
     for start in range(0, a.size, PIECE):
         s, q, m = _sums(a[start:min(start + PIECE, a.size)], zero)
+        s_all += s
+        q_all += q
+        m_all += m
+    return q_all, s_all, m_all
+
+
+@_compiled(lambda: _signatures("ddd", "f", "w", "z"))
+def _columns_copying(a, out, zero):
+    """:func:`_columns` of flat ``a`` that also copies it into ``out``: a snapshot of the parameters
+    taken by the pass that measures them."""
+    s_all = q_all = m_all = 0.0
+    for start in range(0, a.size, PIECE):
+        stop = min(start + PIECE, a.size)
+        s, q, m = _sums_copying(a[start:stop], out[start:stop], zero)
         s_all += s
         q_all += q
         m_all += m
@@ -378,10 +422,18 @@ class Kernels:
     def columns(self, a: np.ndarray, extremes: bool) -> tuple:
         """(finite, sumsq, sum, abssum, min, max) of flat float ``a``; min and max (numpy's) only when
         ``extremes`` and the data is finite, +-inf otherwise."""
-        sumsq, total, abssum = _columns(a, self._zero[a.dtype])
+        return self._finish(a, extremes, *_columns(a, self._zero[a.dtype]))
+
+    @staticmethod
+    def _finish(a: np.ndarray, extremes: bool, sumsq: float, total: float, abssum: float) -> tuple:
         finite = math.isfinite(sumsq) and math.isfinite(total) and math.isfinite(abssum)
         lo, hi = (float(a.min()), float(a.max())) if extremes and finite else (math.inf, -math.inf)
         return finite, sumsq, total, abssum, lo, hi
+
+    def columns_copying(self, a: np.ndarray, out: np.ndarray, extremes: bool) -> tuple:
+        """:meth:`columns` of ``a``, copying it into ``out`` (flat, same type and size) as it reads it."""
+        sumsq, total, abssum = _columns_copying(a, out, self._zero[a.dtype])
+        return self._finish(a, extremes, sumsq, total, abssum)
 
     def difference(self, a: np.ndarray, b: np.ndarray) -> float:
         """Sum of (a - b)^2 of flat float arrays of one type and size."""
