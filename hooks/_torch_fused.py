@@ -117,16 +117,16 @@ def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str
     n = len(tensors)
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
     extremes = "min" in cols or "max" in cols
-    jit = compiled.kernels()
+    kernels = compiled.kernels()
     for i, x in enumerate(tensors):
         a = x.numpy().reshape(-1)
         into = copies[i] if copies is not None else None
-        if into is not None and jit is not None and into.is_contiguous() and x.is_contiguous():
-            got = jit.columns_copying(a, into.numpy().reshape(-1), extremes)
+        if into is not None and kernels is not None and into.is_contiguous() and x.is_contiguous():
+            got = kernels.columns_copying(a, into.numpy().reshape(-1), extremes)
         else:
             if into is not None:
                 into.copy_(x)
-            got = jit.columns(a, extremes) if jit is not None else None
+            got = kernels.columns(a, extremes) if kernels is not None else None
         if got is None or not got[0]:
             with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
                 got = _numpy_columns(a, cols)
@@ -274,14 +274,14 @@ def difference_rows(before: list, after: list) -> list:
             if _on_host(b) and _fusable(b)
             and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
     if host:
-        jit = compiled.kernels()
+        kernels = compiled.kernels()
         scratch = {np.dtype(dt): work_array(dt, size=HOST_CHUNK) for dt in (np.float32, np.float64)}
         sumsq = np.empty(len(host))
         nonfinite = np.empty(len(host))
         for j, i in enumerate(host):
             b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
-            if jit is not None:
-                total = jit.difference(a, b)
+            if kernels is not None:
+                total = kernels.difference(a, b)
             else:
                 buf, total = scratch[b.dtype], 0.0
                 with np.errstate(all="ignore"):  # inf - inf is NaN: counted below, not warned about

@@ -5,7 +5,7 @@ arrays without a copy): numpy's reductions, comparisons and ``log`` are
 vectorised for the machine and several times faster on a CPU than the same
 element-wise ops dispatched one by one, and ``count_nonzero`` of a mask is
 almost free. The result is the packed vector :func:`~.compute.summarize`
-defines, field for field. When numba is installed, :mod:`.compiled` computes
+defines, field for field. Where the C kernels were built, :mod:`.compiled` computes
 the same vector for finite data in one pass over each cache-sized piece; this
 numpy path is the fallback, and always the path for data with NaN or Inf.
 
@@ -267,21 +267,21 @@ def summarize_host(a: np.ndarray, kind: Kind, *, hist: bool, units: bool, moment
 
 
 def _summarize(a, kind, hist, units, moments, unit_axis, default_axis):
-    jit = compiled.kernels()
-    if jit is not None:
-        got = _summarize_compiled(jit, a, kind, hist, units, moments, unit_axis, default_axis)
+    kernels = compiled.kernels()
+    if kernels is not None:
+        got = _summarize_compiled(kernels, a, kind, hist, units, moments, unit_axis, default_axis)
         if got is not None:
             return got
     return _summarize_numpy(a, kind, hist, units, moments, unit_axis, default_axis)
 
 
-def _summarize_compiled(jit, a, kind, hist, units, moments, unit_axis, default_axis):
+def _summarize_compiled(kernels, a, kind, hist, units, moments, unit_axis, default_axis):
     """The same packed vector from the compiled single-pass kernel; None for data it leaves to numpy
     (non-finite values, a saturation test it does not know)."""
     per_unit = (units or moments) and a.ndim >= 1
     z3, samples = _unit_view(a, unit_axis, default_axis) if per_unit else (a.reshape(1, 1, -1), a.size)
     layout = Layout(hist=hist, units=z3.shape[1] if per_unit else 0, moments=moments and per_unit)
-    out = jit.activation(z3, kind, hist, per_unit, layout.moments, layout.size)
+    out = kernels.activation(z3, kind, hist, per_unit, layout.moments, layout.size)
     if out is None:
         return None
     out[len(HEADER) - 1] = samples

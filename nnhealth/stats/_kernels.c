@@ -1,0 +1,566 @@
+/* Single-pass statistics kernels for host arrays (float32 and float64), compiled when nnhealth is
+ * installed; nnhealth/stats/compiled.py wraps them and numpy is the fallback without them.
+ *
+ * Why C: numpy needs a pass over memory per statistic (a sum, a square, a log for the histogram, a
+ * mask per count). These loops read each value once and take every statistic of it while it is in
+ * the cache. Built ahead of time they cost nothing at run time: no JIT compile in the training loop,
+ * no compiler in the process's memory.
+ *
+ * Sums vectorise without reassociating anything: independent vector lanes in the data's precision
+ * take SPAN values, then add into double. Saturation tests are computed in the data's
+ * precision, exactly as numpy computes kinds.py's masks (built with -ffp-contract=off: no FMA).
+ * The histogram needs no log: see compiled.py for the table and edges it is given.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SPAN 256       /* values summed in the data's precision before they are added in double */
+#define PIECE 32768    /* values read for every statistic while they are in the core's cache */
+#define FIELDS 11      /* summary.HEADER */
+
+/* The hot loops are built twice on x86-64 Linux with GCC, for AVX2 and for any x86-64, and the
+ * loader picks one for the machine it runs on; elsewhere once, for the compiler's default target. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+#if defined(__GNUC__) && !defined(NNHEALTH_SCALAR)
+/* helpers inlined into the cloned loops, so they are built for each target too */
+#define INLINE static inline __attribute__((always_inline))
+/* 32-byte vectors of the data (two per accumulator set: 16 float or 8 double lanes), summed in the
+ * data's precision over SPAN values, then in double: no reassociation the compiler must be allowed */
+typedef float vfloat __attribute__((vector_size(32)));
+typedef double vdouble __attribute__((vector_size(32)));
+typedef int32_t vint32 __attribute__((vector_size(32)));
+typedef int64_t vint64 __attribute__((vector_size(32)));
+#define LOAD(v, p) memcpy(&(v), (p), sizeof(v))
+
+/* (sum, sum of squares, sum of |x|) of p[0..n) added to *S, *Q, *M, its extremes folded into *lo and
+ * *hi (NaN never wins a comparison: the sums are what show NaN), its values below zero counted into
+ * *neg; a copy into out when given */
+#define DEFINE_SUMS(NAME, T, VT, VI, MASK)                                                         \
+    INLINE void NAME(const T *p, Py_ssize_t n, T *out, double *S, double *Q, double *M, T *lo,     \
+                     T *hi, int64_t *neg)                                                          \
+    {                                                                                              \
+        enum { W = sizeof(VT) / sizeof(T) };                                                       \
+        double s_all = 0, q_all = 0, m_all = 0;                                                    \
+        int64_t below = 0;                                                                         \
+        VT lo0 = (VT){0} + *lo, lo1 = lo0, hi0 = (VT){0} + *hi, hi1 = hi0, a, b;                   \
+        Py_ssize_t i = 0;                                                                          \
+        for (; i + SPAN <= n; i += SPAN) {                                                         \
+            VT s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0}, m0 = {0}, m1 = {0};                         \
+            VI n0 = {0}, n1 = {0}, c;                                                              \
+            const T *x = p + i;                                                                    \
+            if (out) {                                                                             \
+                memcpy(out + i, x, SPAN * sizeof(T));                                              \
+            }                                                                                      \
+            for (int k = 0; k < SPAN; k += 2 * W) {                                                \
+                LOAD(a, x + k);                                                                    \
+                LOAD(b, x + k + W);                                                                \
+                s0 += a;                                                                           \
+                s1 += b;                                                                           \
+                q0 += a * a;                                                                       \
+                q1 += b * b;                                                                       \
+                m0 += (VT)((VI)a & MASK);                                                          \
+                m1 += (VT)((VI)b & MASK);                                                          \
+                n0 += a < 0; /* -1 where true */                                                   \
+                n1 += b < 0;                                                                       \
+                c = a < lo0;                                                                       \
+                lo0 = (VT)(((VI)a & c) | ((VI)lo0 & ~c));                                          \
+                c = b < lo1;                                                                       \
+                lo1 = (VT)(((VI)b & c) | ((VI)lo1 & ~c));                                          \
+                c = a > hi0;                                                                       \
+                hi0 = (VT)(((VI)a & c) | ((VI)hi0 & ~c));                                          \
+                c = b > hi1;                                                                       \
+                hi1 = (VT)(((VI)b & c) | ((VI)hi1 & ~c));                                          \
+            }                                                                                      \
+            s0 += s1;                                                                              \
+            q0 += q1;                                                                              \
+            m0 += m1;                                                                              \
+            n0 += n1;                                                                              \
+            for (int j = 0; j < W; j++) {                                                          \
+                s_all += s0[j];                                                                    \
+                q_all += q0[j];                                                                    \
+                m_all += m0[j];                                                                    \
+                below -= n0[j];                                                                    \
+            }                                                                                      \
+        }                                                                                          \
+        for (int j = 0; j < W; j++) {                                                              \
+            T l = lo0[j] < lo1[j] ? lo0[j] : lo1[j], h = hi0[j] > hi1[j] ? hi0[j] : hi1[j];        \
+            *lo = l < *lo ? l : *lo;                                                               \
+            *hi = h > *hi ? h : *hi;                                                               \
+        }                                                                                          \
+        for (; i < n; i++) {                                                                       \
+            T v = p[i];                                                                            \
+            if (out) {                                                                             \
+                out[i] = v;                                                                        \
+            }                                                                                      \
+            s_all += v;                                                                            \
+            q_all += (double)v * v;                                                                \
+            m_all += fabs((double)v);                                                              \
+            below += v < 0;                                                                        \
+            *lo = v < *lo ? v : *lo;                                                               \
+            *hi = v > *hi ? v : *hi;                                                               \
+        }                                                                                          \
+        *S += s_all;                                                                               \
+        *Q += q_all;                                                                               \
+        *M += m_all;                                                                               \
+        *neg += below;                                                                             \
+    }
+
+/* sum of (a - b)^2 */
+#define DEFINE_DIFFERENCE(NAME, T, VT)                                                             \
+    CLONES static double NAME(const T *a, const T *b, Py_ssize_t n)                                \
+    {                                                                                              \
+        enum { W = sizeof(VT) / sizeof(T) };                                                       \
+        double total = 0;                                                                          \
+        Py_ssize_t i = 0;                                                                          \
+        for (; i + SPAN <= n; i += SPAN) {                                                         \
+            VT q0 = {0}, q1 = {0}, x, y, z;                                                        \
+            for (int k = 0; k < SPAN; k += 2 * W) {                                                \
+                LOAD(x, a + i + k);                                                                \
+                LOAD(y, b + i + k);                                                                \
+                z = x - y;                                                                         \
+                q0 += z * z;                                                                       \
+                LOAD(x, a + i + k + W);                                                            \
+                LOAD(y, b + i + k + W);                                                            \
+                z = x - y;                                                                         \
+                q1 += z * z;                                                                       \
+            }                                                                                      \
+            q0 += q1;                                                                              \
+            for (int j = 0; j < W; j++) {                                                          \
+                total += q0[j];                                                                    \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < n; i++) {                                                                       \
+            double d = (double)a[i] - (double)b[i];                                                \
+            total += d * d;                                                                        \
+        }                                                                                          \
+        return total;                                                                              \
+    }
+
+DEFINE_SUMS(sums_f, float, vfloat, vint32, 0x7fffffff)
+DEFINE_SUMS(sums_d, double, vdouble, vint64, 0x7fffffffffffffffLL)
+DEFINE_DIFFERENCE(difference_f, float, vfloat)
+DEFINE_DIFFERENCE(difference_d, double, vdouble)
+
+#else /* other compilers: the same sums, one value at a time, in double */
+#define INLINE static inline
+
+#define DEFINE_SUMS(NAME, T)                                                                       \
+    INLINE void NAME(const T *p, Py_ssize_t n, T *out, double *S, double *Q, double *M, T *lo,     \
+                     T *hi, int64_t *neg)                                                          \
+    {                                                                                              \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+            T v = p[i];                                                                            \
+            if (out) {                                                                             \
+                out[i] = v;                                                                        \
+            }                                                                                      \
+            *S += v;                                                                               \
+            *Q += (double)v * v;                                                                   \
+            *M += fabs((double)v);                                                                 \
+            *neg += v < 0;                                                                         \
+            *lo = v < *lo ? v : *lo;                                                               \
+            *hi = v > *hi ? v : *hi;                                                               \
+        }                                                                                          \
+    }
+
+#define DEFINE_DIFFERENCE(NAME, T)                                                                 \
+    static double NAME(const T *a, const T *b, Py_ssize_t n)                                       \
+    {                                                                                              \
+        double total = 0;                                                                          \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+            double d = (double)a[i] - (double)b[i];                                                \
+            total += d * d;                                                                        \
+        }                                                                                          \
+        return total;                                                                              \
+    }
+
+DEFINE_SUMS(sums_f, float)
+DEFINE_SUMS(sums_d, double)
+DEFINE_DIFFERENCE(difference_f, float)
+DEFINE_DIFFERENCE(difference_d, double)
+#endif
+
+/* (sum of squares, sum, sum of |x|, extremes) of a piece at a time, copying into out when given */
+#define DEFINE_COLUMNS(NAME, T, SUMS)                                                              \
+    CLONES static void NAME(const T *a, Py_ssize_t n, T *out, double *S, double *Q, double *M,     \
+                            double *lo, double *hi)                                                \
+    {                                                                                              \
+        T l = INFINITY, h = -INFINITY;                                                             \
+        int64_t neg = 0;                                                                           \
+        for (Py_ssize_t start = 0; start < n; start += PIECE) {                                    \
+            Py_ssize_t size = n - start < PIECE ? n - start : PIECE;                               \
+            SUMS(a + start, size, out ? out + start : NULL, S, Q, M, &l, &h, &neg);                \
+        }                                                                                          \
+        *lo = l;                                                                                   \
+        *hi = h;                                                                                   \
+    }
+
+DEFINE_COLUMNS(columns_f, float, sums_f)
+DEFINE_COLUMNS(columns_d, double, sums_d)
+
+/* Adds each value's bucket to one of 4 interleaved sub-histograms (counts: 4 x nb): a run of equal
+ * values (the zeros of a ReLU) does not wait on its own increments. A value's slot v is 0 for zero,
+ * else 1 + its magnitude bucket; negative values count at zero - v. The last edge is above every
+ * magnitude, NaN and Inf included: any bit pattern lands in a bucket (a non-finite one is then
+ * refused by the sums). */
+#define DEFINE_HISTOGRAM(NAME, U)                                                                  \
+    INLINE void NAME(const U *bits, Py_ssize_t n, const uint16_t *table, const uint64_t *edges,    \
+                     unsigned shift, int64_t *counts, Py_ssize_t nb)                               \
+    {                                                                                              \
+        const U magnitude = ((U)-1) >> 1; /* every bit but the sign */                             \
+        const unsigned sign = sizeof(U) * 8 - 1;                                                   \
+        const Py_ssize_t zero = nb / 2;                                                            \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+            U b = bits[i];                                                                         \
+            U m = b & magnitude;                                                                   \
+            uint64_t v = table[m >> shift];                                                        \
+            v += (uint64_t)m >= edges[v + 1];                                                      \
+            Py_ssize_t neg = -(Py_ssize_t)(b >> sign); /* 0, or -1 below zero: no branch */        \
+            Py_ssize_t slot = zero + (((Py_ssize_t)v ^ neg) - neg);                                \
+            counts[(i & 3) * nb + slot] += 1;                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_HISTOGRAM(histogram_f, uint32_t)
+DEFINE_HISTOGRAM(histogram_d, uint64_t)
+
+/* saturation tests by kind code, as kinds.py writes them (o is 1, t the threshold, z 0) */
+#define SAT_SIGMOID(y) ((y) * (o - (y)) < t)
+#define SAT_TANH(y) (o - (y) * (y) < t)
+#define SAT_SOFTSIGN(y) (ABS(y) > t)
+#define SAT_HARDTANH(y) (ABS(y) >= o)
+#define SAT_HARDSIGMOID(y) (((y) <= z) | ((y) >= o))
+#define SAT_RELU6(y) ((y) >= t)
+#define FIRES(y) ((y) > z)
+
+/* per-unit counts of the values of rows (flat (rows, units, inner)) passing TEST */
+#define COUNT_LOOP(T, TEST, counts)                                                                \
+    do {                                                                                           \
+        for (Py_ssize_t r = 0; r < nrows; r++) {                                                   \
+            const T *row = a + r * units * inner;                                                  \
+            if (inner == 1) {                                                                      \
+                for (Py_ssize_t u = 0; u < units; u++) {                                           \
+                    counts[u] += TEST(row[u]);                                                     \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            for (Py_ssize_t u = 0; u < units; u++) {                                               \
+                const T *seg = row + u * inner;                                                    \
+                int64_t c = 0;                                                                     \
+                for (Py_ssize_t j = 0; j < inner; j++) {                                           \
+                    c += TEST(seg[j]);                                                             \
+                }                                                                                  \
+                counts[u] += c;                                                                    \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+#define DEFINE_UNITS(NAME, T)                                                                      \
+    INLINE void NAME(const T *a, Py_ssize_t nrows, Py_ssize_t units, Py_ssize_t inner, int code,   \
+                     T z, T o, T t, int64_t *fired, int64_t *saturated)                            \
+    {                                                                                              \
+        COUNT_LOOP(T, FIRES, fired);                                                               \
+        switch (code) {                                                                            \
+        case 1: COUNT_LOOP(T, SAT_SIGMOID, saturated); break;                                      \
+        case 2: COUNT_LOOP(T, SAT_TANH, saturated); break;                                         \
+        case 3: COUNT_LOOP(T, SAT_SOFTSIGN, saturated); break;                                     \
+        case 4: COUNT_LOOP(T, SAT_HARDTANH, saturated); break;                                     \
+        case 5: COUNT_LOOP(T, SAT_HARDSIGMOID, saturated); break;                                  \
+        case 6: COUNT_LOOP(T, SAT_RELU6, saturated); break;                                        \
+        default: break;                                                                            \
+        }                                                                                          \
+    }
+
+#define ABS fabsf
+DEFINE_UNITS(units_f, float)
+#undef ABS
+#define ABS fabs
+DEFINE_UNITS(units_d, double)
+#undef ABS
+
+/* per-unit double sums and sums of squares of rows (flat (rows, units, inner)) */
+#define DEFINE_MOMENTS(NAME, T, SUMS)                                                              \
+    INLINE void NAME(const T *a, Py_ssize_t nrows, Py_ssize_t units, Py_ssize_t inner,             \
+                     double *total, double *squares)                                               \
+    {                                                                                              \
+        for (Py_ssize_t r = 0; r < nrows; r++) {                                                   \
+            const T *row = a + r * units * inner;                                                  \
+            if (inner == 1) {                                                                      \
+                for (Py_ssize_t u = 0; u < units; u++) {                                           \
+                    double x = row[u];                                                             \
+                    total[u] += x;                                                                 \
+                    squares[u] += x * x;                                                           \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            for (Py_ssize_t u = 0; u < units; u++) {                                               \
+                double m = 0;                                                                      \
+                T l = INFINITY, h = -INFINITY;                                                     \
+                int64_t below = 0;                                                                 \
+                SUMS(row + u * inner, inner, NULL, &total[u], &squares[u], &m, &l, &h, &below);    \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_MOMENTS(moments_f, float, sums_f)
+DEFINE_MOMENTS(moments_d, double, sums_d)
+
+/* Every field of the packed vector but samples, for the flat (outer, units, inner) array a, into
+ * out (zeroed); scratch holds the per-unit and histogram work (zeroed). Returns whether the data is
+ * finite: only then is out right, otherwise the caller measures it another way. */
+#define DEFINE_ACTIVATION(NAME, T, U, SUMS, HIST, UNITS, MOMENTS)                                  \
+    CLONES static int NAME(const T *a, Py_ssize_t n, Py_ssize_t units, Py_ssize_t inner,           \
+                           int per_unit, int code, T z, T o, T t, const uint16_t *table,           \
+                           const uint64_t *edges, unsigned shift, Py_ssize_t nb, int hist,         \
+                           int moments, int64_t *counts, int64_t *fired, int64_t *saturated,       \
+                           double *total, double *squares, double *out)                            \
+    {                                                                                              \
+        const Py_ssize_t row = units * inner;                                                      \
+        Py_ssize_t group = PIECE / row;                                                            \
+        group = (group < 1 ? 1 : group) * row; /* whole rows, about a piece */                     \
+        double s = 0, q = 0, m = 0;                                                                \
+        T lo = INFINITY, hi = -INFINITY;                                                           \
+        int64_t negative = 0, positive = 0, sat = 0;                                               \
+        for (Py_ssize_t g = 0; g < n; g += group) {                                                \
+            Py_ssize_t len = n - g < group ? n - g : group;                                        \
+            for (Py_ssize_t start = 0; start < len; start += PIECE) {                              \
+                Py_ssize_t size = len - start < PIECE ? len - start : PIECE;                       \
+                SUMS(a + g + start, size, NULL, &s, &q, &m, &lo, &hi, &negative);                  \
+                if (hist) {                                                                        \
+                    HIST((const U *)(a + g + start), size, table, edges, shift, counts, nb);       \
+                }                                                                                  \
+            }                                                                                      \
+            UNITS(a + g, len / row, units, inner, code, z, o, t, fired, saturated);                \
+            if (moments) {                                                                         \
+                MOMENTS(a + g, len / row, units, inner, total, squares);                           \
+            }                                                                                      \
+        }                                                                                          \
+        /* Inf shows in the extremes, NaN in the sum of magnitudes (finite data cannot make it NaN; \
+         * huge data may overflow the sums to Inf, as numpy's do) */                               \
+        if (!(isfinite(lo) && isfinite(hi)) || isnan(m)) {                                         \
+            return 0;                                                                              \
+        }                                                                                          \
+        for (Py_ssize_t u = 0; u < units; u++) {                                                   \
+            positive += fired[u];                                                                  \
+            sat += saturated[u];                                                                   \
+        }                                                                                          \
+        Py_ssize_t at = FIELDS;                                                                    \
+        if (hist) {                                                                                \
+            for (Py_ssize_t k = 0; k < nb; k++) {                                                  \
+                out[at + k] = (double)(counts[k] + counts[nb + k] + counts[2 * nb + k]             \
+                                       + counts[3 * nb + k]);                                      \
+            }                                                                                      \
+            at += nb;                                                                              \
+        }                                                                                          \
+        out[0] = (double)n;                                                                        \
+        out[1] = s;                                                                                \
+        out[2] = q;                                                                                \
+        out[3] = m;                                                                                \
+        out[4] = n ? lo : INFINITY;                                                                \
+        out[5] = n ? hi : -INFINITY;                                                               \
+        out[7] = (double)(n - positive - negative);                                                \
+        out[8] = (double)positive;                                                                 \
+        out[9] = (double)sat;                                                                      \
+        if (per_unit) {                                                                            \
+            for (Py_ssize_t u = 0; u < units; u++) {                                               \
+                out[at + u] = (double)fired[u];                                                    \
+                out[at + units + u] = (double)saturated[u];                                        \
+            }                                                                                      \
+            if (moments) {                                                                         \
+                memcpy(out + at + 2 * units, total, units * sizeof(double));                       \
+                memcpy(out + at + 3 * units, squares, units * sizeof(double));                     \
+            }                                                                                      \
+        }                                                                                          \
+        return 1;                                                                                  \
+    }
+
+DEFINE_ACTIVATION(activation_f, float, uint32_t, sums_f, histogram_f, units_f, moments_f)
+DEFINE_ACTIVATION(activation_d, double, uint64_t, sums_d, histogram_d, units_d, moments_d)
+
+/* -- Python entry points ------------------------------------------------------------------------ */
+
+static int
+width_of(Py_buffer *b, int width, const char *what)
+{
+    if (width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "%s: width must be 4 (float32) or 8 (float64), got %d", what, width);
+        return -1;
+    }
+    if (b->len % width) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %d-byte values", what, b->len,
+                     width);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(columns_doc,
+"columns(a, width, out=None) -> (sum of squares, sum, sum of |x|, min, max)\n\n"
+"Of the contiguous float buffer a (width 4: float32, 8: float64); copies a into out when given.\n"
+"NaN shows in the sums only (it never wins a comparison).");
+
+static PyObject *
+columns(PyObject *self, PyObject *args)
+{
+    Py_buffer a, out = {0};
+    int width;
+    PyObject *into = Py_None;
+    if (!PyArg_ParseTuple(args, "y*i|O", &a, &width, &into)) {
+        return NULL;
+    }
+    if (width_of(&a, width, "columns") < 0) {
+        PyBuffer_Release(&a);
+        return NULL;
+    }
+    if (into != Py_None) {
+        if (PyObject_GetBuffer(into, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+            PyBuffer_Release(&a);
+            return NULL;
+        }
+        if (out.len != a.len) {
+            PyErr_SetString(PyExc_ValueError, "columns: out must have the size of a");
+            PyBuffer_Release(&a);
+            PyBuffer_Release(&out);
+            return NULL;
+        }
+    }
+    double s = 0, q = 0, m = 0, lo, hi;
+    Py_ssize_t n = a.len / width;
+    Py_BEGIN_ALLOW_THREADS
+    if (width == 4) {
+        columns_f((const float *)a.buf, n, (float *)out.buf, &s, &q, &m, &lo, &hi);
+    } else {
+        columns_d((const double *)a.buf, n, (double *)out.buf, &s, &q, &m, &lo, &hi);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    if (out.buf) {
+        PyBuffer_Release(&out);
+    }
+    return Py_BuildValue("(ddddd)", q, s, m, lo, hi);
+}
+
+PyDoc_STRVAR(difference_doc,
+"difference(a, b, width) -> sum of (a - b)^2\n\nOf two contiguous float buffers of one size and type.");
+
+static PyObject *
+difference(PyObject *self, PyObject *args)
+{
+    Py_buffer a, b;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*y*i", &a, &b, &width)) {
+        return NULL;
+    }
+    if (width_of(&a, width, "difference") < 0 || a.len != b.len) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "difference: a and b must have one size");
+        }
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    double total;
+    Py_BEGIN_ALLOW_THREADS
+    total = width == 4 ? difference_f((const float *)a.buf, (const float *)b.buf, a.len / 4)
+                       : difference_d((const double *)a.buf, (const double *)b.buf, a.len / 8);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return PyFloat_FromDouble(total);
+}
+
+PyDoc_STRVAR(activation_doc,
+"activation(a, width, units, inner, per_unit, code, zero, one, threshold, table, edges, shift,\n"
+"           hist, moments, out) -> finite\n\n"
+"Every field of the packed summary vector but samples, written into the float64 buffer out (sized\n"
+"for the layout), for the contiguous float buffer a seen as (outer, units, inner). False when a\n"
+"holds NaN or Inf (out is then not to be used).");
+
+static PyObject *
+activation(PyObject *self, PyObject *args)
+{
+    Py_buffer a, table, edges, out;
+    int width, per_unit, code, hist, moments;
+    Py_ssize_t units, inner;
+    double z, o, t;
+    unsigned int shift;
+    if (!PyArg_ParseTuple(args, "y*innpidddy*y*Ippw*", &a, &width, &units, &inner, &per_unit, &code, &z, &o, &t,
+                          &table, &edges, &shift, &hist, &moments, &out)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    int64_t *work = NULL;
+    int finite = 0;
+    Py_ssize_t n = 0, nedges = edges.len / 8, nb = 2 * (nedges - 2) + 1;
+    if (width_of(&a, width, "activation") < 0) {
+        goto done;
+    }
+    n = a.len / width;
+    /* table: a slot per value of the top bits (magnitude >> shift); edges: one past the last slot */
+    unsigned bits = 8 * width - 1;
+    if (units < 1 || inner < 1 || n % (units * inner) || nedges < 3 || shift >= bits
+        || (uint64_t)table.len / 2 != (((uint64_t)1 << bits) >> shift)) {
+        PyErr_SetString(PyExc_ValueError, "activation: the shape does not divide the data, or bad tables");
+        goto done;
+    }
+    Py_ssize_t need = FIELDS + (hist ? nb : 0) + (per_unit ? units * (2 + 2 * moments) : 0);
+    if (out.len != need * (Py_ssize_t)sizeof(double)) {
+        PyErr_Format(PyExc_ValueError, "activation: out holds %zd numbers, the layout %zd",
+                     out.len / (Py_ssize_t)sizeof(double), need);
+        goto done;
+    }
+    /* 4 sub-histograms, fired, saturated, then two double arrays of units (same size as int64) */
+    Py_ssize_t words = (hist ? 4 * nb : 0) + 4 * units;
+    work = PyMem_Calloc(words, sizeof(int64_t));
+    if (work == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *counts = work, *fired = work + (hist ? 4 * nb : 0), *saturated = fired + units;
+    double *total = (double *)(saturated + units), *squares = total + units;
+    memset(out.buf, 0, out.len);
+    Py_BEGIN_ALLOW_THREADS
+    if (width == 4) {
+        finite = activation_f((const float *)a.buf, n, units, inner, per_unit, code, (float)z, (float)o, (float)t,
+                              (const uint16_t *)table.buf, (const uint64_t *)edges.buf, shift, nb, hist, moments,
+                              counts, fired, saturated, total, squares, (double *)out.buf);
+    } else {
+        finite = activation_d((const double *)a.buf, n, units, inner, per_unit, code, z, o, t,
+                              (const uint16_t *)table.buf, (const uint64_t *)edges.buf, shift, nb, hist, moments,
+                              counts, fired, saturated, total, squares, (double *)out.buf);
+    }
+    Py_END_ALLOW_THREADS
+    result = PyBool_FromLong(finite);
+done:
+    PyMem_Free(work);
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&edges);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"columns", columns, METH_VARARGS, columns_doc},
+    {"difference", difference, METH_VARARGS, difference_doc},
+    {"activation", activation, METH_VARARGS, activation_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels", "Single-pass statistics kernels for host arrays.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__kernels(void)
+{
+    return PyModule_Create(&module);
+}
