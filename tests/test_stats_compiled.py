@@ -126,6 +126,20 @@ def test_arrays_of_many_pieces_and_blocks(dtype, shape, axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pieces_without_negative_values_take_the_unsigned_histogram_and_agree(dtype):
+    """Pieces whose smallest value is >= 0 (a ReLU's output, -0.0 included) are bucketed without the
+    sign arithmetic; a tensor whose pieces differ takes both loops, and every count is still right."""
+    rng = np.random.default_rng(4)
+    x = np.maximum(rng.standard_normal((6, 40000)), 0).astype(dtype)
+    x[0, ::3] = -0.0                  # zeros with the sign bit: still the zero bucket, in an unsigned piece
+    x[4, :7] = -rng.random(7)         # one piece with negative values among unsigned ones
+    x[5, -5:] = [1e-13, 1e-30, 3e19, np.finfo(dtype).tiny, 1.1**4]
+    got, want = both(x, "relu")
+    assert_same(got, want, x)
+    assert got.hist[histogram.ZERO] == np.count_nonzero(x == 0) and got.hist[:histogram.ZERO].sum() == 7
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_bucket_edge_lands_where_the_reference_says(jit, dtype):
     """At, just below and just above every edge (both RATIO**k and the float nearest it), both signs,
     and the ends: below 1e-12, subnormals, the largest finite value."""

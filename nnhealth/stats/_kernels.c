@@ -207,24 +207,48 @@ DEFINE_COLUMNS(columns_d, double, sums_d)
 
 /* Adds each value's bucket to one of 4 interleaved sub-histograms (counts: 4 x nb): a run of equal
  * values (the zeros of a ReLU) does not wait on its own increments. A value's slot v is 0 for zero,
- * else 1 + its magnitude bucket; negative values count at zero - v. The last edge is above every
+ * else 1 + its magnitude bucket; negative values count at zero - v, and data known to have none
+ * (a ReLU's output) skips the sign arithmetic, which halves the cost. The last edge is above every
  * magnitude, NaN and Inf included: any bit pattern lands in a bucket (a non-finite one is then
- * refused by the sums). */
+ * refused by the caller). */
 #define DEFINE_HISTOGRAM(NAME, U)                                                                  \
     INLINE void NAME(const U *bits, Py_ssize_t n, const uint16_t *table, const uint64_t *edges,    \
-                     unsigned shift, int64_t *counts, Py_ssize_t nb)                               \
+                     unsigned shift, int64_t *counts, Py_ssize_t nb, int nonnegative)              \
     {                                                                                              \
-        const U magnitude = ((U)-1) >> 1; /* every bit but the sign */                             \
+        const U magnitude = ((U)-1) >> 1; /* every bit but the sign (-0.0 is a zero) */            \
         const unsigned sign = sizeof(U) * 8 - 1;                                                   \
-        const Py_ssize_t zero = nb / 2;                                                            \
-        for (Py_ssize_t i = 0; i < n; i++) {                                                       \
+        int64_t *c[4];                                                                             \
+        for (int k = 0; k < 4; k++) {                                                              \
+            c[k] = counts + k * nb + nb / 2;                                                       \
+        }                                                                                          \
+        Py_ssize_t i = 0;                                                                          \
+        if (nonnegative) {                                                                         \
+            for (; i + 4 <= n; i += 4) {                                                           \
+                for (int k = 0; k < 4; k++) {                                                      \
+                    U m = bits[i + k] & magnitude;                                                 \
+                    uint64_t v = table[m >> shift];                                                \
+                    v += (uint64_t)m >= edges[v + 1];                                              \
+                    c[k][v] += 1;                                                                  \
+                }                                                                                  \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (; i + 4 <= n; i += 4) {                                                           \
+                for (int k = 0; k < 4; k++) {                                                      \
+                    U b = bits[i + k];                                                             \
+                    U m = b & magnitude;                                                           \
+                    Py_ssize_t v = table[m >> shift];                                              \
+                    v += (uint64_t)m >= edges[v + 1];                                              \
+                    Py_ssize_t neg = -(Py_ssize_t)(b >> sign); /* 0, or -1 below zero */           \
+                    c[k][(v ^ neg) - neg] += 1;                                                    \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (; i < n; i++) {                                                                       \
             U b = bits[i];                                                                         \
             U m = b & magnitude;                                                                   \
-            uint64_t v = table[m >> shift];                                                        \
+            Py_ssize_t v = table[m >> shift];                                                      \
             v += (uint64_t)m >= edges[v + 1];                                                      \
-            Py_ssize_t neg = -(Py_ssize_t)(b >> sign); /* 0, or -1 below zero: no branch */        \
-            Py_ssize_t slot = zero + (((Py_ssize_t)v ^ neg) - neg);                                \
-            counts[(i & 3) * nb + slot] += 1;                                                      \
+            c[0][(b >> sign) ? -v : v] += 1;                                                       \
         }                                                                                          \
     }
 
@@ -332,9 +356,12 @@ DEFINE_MOMENTS(moments_d, double, sums_d)
             Py_ssize_t len = n - g < group ? n - g : group;                                        \
             for (Py_ssize_t start = 0; start < len; start += PIECE) {                              \
                 Py_ssize_t size = len - start < PIECE ? len - start : PIECE;                       \
-                SUMS(a + g + start, size, NULL, &s, &q, &m, &lo, &hi, &negative);                  \
+                T pl = INFINITY, ph = -INFINITY; /* this piece's extremes */                       \
+                SUMS(a + g + start, size, NULL, &s, &q, &m, &pl, &ph, &negative);                  \
+                lo = pl < lo ? pl : lo;                                                            \
+                hi = ph > hi ? ph : hi;                                                            \
                 if (hist) {                                                                        \
-                    HIST((const U *)(a + g + start), size, table, edges, shift, counts, nb);       \
+                    HIST((const U *)(a + g + start), size, table, edges, shift, counts, nb, pl >= 0); \
                 }                                                                                  \
             }                                                                                      \
             UNITS(a + g, len / row, units, inner, code, z, o, t, fired, saturated);                \
