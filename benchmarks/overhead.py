@@ -93,7 +93,10 @@ def memory_section(devices, args, root, timing: dict) -> None:
                                            "clock": "cpu", "rows": {}})["rows"]
             _say(f"peak memory {key}: one process per variant, {args.memory_steps} steps")
             for v in VARIANTS:
-                rows.setdefault(v, {})["peak_mib"] = peak_memory(workload, v, device, args.memory_steps, root)
+                row = rows.setdefault(v, {})
+                row["peak_mib"] = peak_memory(workload, v, device, args.memory_steps, root)
+                if device == "cpu":
+                    row["held_mib"] = peak_memory(workload, v, device, args.memory_steps, root, fixed_threshold=True)
 
 
 def engine_section(args) -> dict:
@@ -121,6 +124,12 @@ def _verdict(value, target) -> str:
     return "ok" if value <= target else "MISSED"
 
 
+def _memory(value, plain, variant: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:.1f}" if variant == "plain" or plain is None else f"{value:.1f} ({value - plain:+.1f})"
+
+
 def render(results: dict) -> tuple[str, bool]:
     lines, ok = [], True
     lines.append(f"Machine: {results['machine']}")
@@ -130,25 +139,28 @@ def render(results: dict) -> tuple[str, bool]:
         lines.append(f"{section['workload']} on {section['device']} "
                      f"(median over rounds of time per step / plain loop's, same rounds)")
         head = (f"  {'variant':<24} {'ms/step':>8} {'x plain (cpu)':>14} {'x plain (wall)':>15} "
-                f"{'peak MiB':>14}  target")
+                f"{'peak MiB':>14} {'held MiB':>14}  target")
         lines.append(head)
         plain_peak = section["rows"].get("plain", {}).get("peak_mib")
+        plain_held = section["rows"].get("plain", {}).get("held_mib")
         for variant, row in section["rows"].items():
             ratio = row.get(f"ratio_{clock}")
             target = TARGETS.get(variant)
             verdict = _verdict(ratio, target) if ratio is not None else ""
             ok &= verdict != "MISSED"
-            peak = row.get("peak_mib")
-            peak_text = "" if peak is None else f"{peak:.1f}" if variant == "plain" or plain_peak is None \
-                else f"{peak:.1f} ({peak - plain_peak:+.1f})"
+            peak_text = _memory(row.get("peak_mib"), plain_peak, variant)
+            held_text = _memory(row.get("held_mib"), plain_held, variant)
             cpu = f"{row['ratio_cpu']:.3f}x" if "ratio_cpu" in row else "-"
             wall = f"{row['ratio_wall']:.3f}x" if "ratio_wall" in row else "-"
             ms = f"{row['ms_per_step']:.2f}" if "ms_per_step" in row else "-"
             goal = f"<= {target:.2f}x {verdict}" if target and ratio is not None else ""
-            lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14}  {goal}")
+            lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14} {held_text:>14}  {goal}")
         if plain_peak is not None:
             lines.append("  peak MiB: the most memory a process running only that variant added while training "
                          "(resident set; device memory on CUDA); in brackets, the difference to plain")
+        if plain_held is not None:
+            lines.append("  held MiB: the same with glibc's mmap threshold fixed (MALLOC_MMAP_THRESHOLD_=131072): "
+                         "what the process holds, without the heap fragmentation glibc's moving threshold causes")
         lines.append("")
     engine = results.get("engine")
     if engine:

@@ -89,12 +89,22 @@ def median_ratio(times: Timing, plain: Timing, clock: str) -> float:
 # -- peak memory, one variant per process ---------------------------------------------
 
 
-def peak_memory(workload: str, variant: str, device: str, steps: int, root: str) -> float:
+#: glibc's mmap threshold, fixed at its initial value: see :func:`peak_memory`
+FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def peak_memory(workload: str, variant: str, device: str, steps: int, root: str, fixed_threshold: bool = False
+                ) -> float:
     """Peak memory in MiB of a fresh process running ``steps`` steps of ``variant`` (resident set on
-    the CPU, allocated device memory on CUDA)."""
+    the CPU, allocated device memory on CUDA). ``fixed_threshold``: with glibc's mmap threshold fixed.
+    By default glibc raises it to the size of the largest block freed (up to 32 MiB), so the 8 MiB
+    activations a CNN frees every step then come from the heap, which fragments; how far the resident
+    set grows then depends on the order of every allocation in the process and moves by tens of MiB
+    from one change to another. With the threshold fixed, the figure is what the process holds."""
     cmd = [sys.executable, "-c", "from benchmarks.overhead_timing import _probe; _probe()",
            workload, variant, device, str(steps), root]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")])),
+               **(FIXED_MMAP_THRESHOLD if fixed_threshold else {}))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode:
         raise RuntimeError(f"memory probe of {variant!r} failed:\n{done.stderr[-2000:]}")
