@@ -275,20 +275,11 @@ def difference_rows(before: list, after: list) -> list:
             and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
     if host:
         kernels = compiled.kernels()
-        scratch = {np.dtype(dt): work_array(dt, size=HOST_CHUNK) for dt in (np.float32, np.float64)}
         sumsq = np.empty(len(host))
         nonfinite = np.empty(len(host))
         for j, i in enumerate(host):
             b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
-            if kernels is not None:
-                total = kernels.difference(a, b)
-            else:
-                buf, total = scratch[b.dtype], 0.0
-                with np.errstate(all="ignore"):  # inf - inf is NaN: counted below, not warned about
-                    for start in range(0, b.size, HOST_CHUNK):
-                        piece = a[start:start + HOST_CHUNK]
-                        d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
-                        total += float(np.dot(d, d))
+            total = kernels.difference(a, b) if kernels is not None else _numpy_difference(a, b)
             sumsq[j] = total
             nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
         numel = np.array([before[i].numel() for i in host], dtype=np.float64)
@@ -303,6 +294,18 @@ def difference_rows(before: list, after: list) -> list:
         for i, row in zip(rest, header_rows(diffs, NORM)):
             out[i] = row
     return out
+
+
+def _numpy_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Sum of (a - b)^2 of flat arrays, the difference of a cache-sized piece at a time in a reused
+    buffer."""
+    buf, total = work_array(a.dtype, size=HOST_CHUNK), 0.0
+    with np.errstate(all="ignore"):  # inf - inf is NaN: counted by the caller, not warned about
+        for start in range(0, a.size, HOST_CHUNK):
+            piece = a[start:start + HOST_CHUNK]
+            d = np.subtract(piece, b[start:start + HOST_CHUNK], out=buf[:piece.size])
+            total += float(np.dot(d, d))
+    return total
 
 
 def _count_nonfinite_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -76,6 +76,7 @@ def _tables(dtype) -> tuple[np.ndarray, np.ndarray, int]:
 
 #: saturation code of each kind's test (0: none); thresholds as kinds.py writes them
 _SATURATION = {
+    None: (0, 0.0),
     KINDS["sigmoid"].saturated: (1, SATURATION_DERIVATIVE * 0.25),
     KINDS["tanh"].saturated: (2, SATURATION_DERIVATIVE),
     KINDS["softsign"].saturated: (3, 1.0 - math.sqrt(SATURATION_DERIVATIVE)),
@@ -91,18 +92,15 @@ class Kernels:
     def __init__(self, module):
         self._c = module
         self._hist = {np.dtype(t): _tables(t) for t in (np.float32, np.float64)}
-        self._constants = {(dt, fn): (code, value) for dt in self._hist for fn, (code, value) in _SATURATION.items()}
-        for dt in self._hist:
-            self._constants[dt, None] = (0, 0.0)
 
     def activation(self, a3: np.ndarray, kind, hist: bool, per_unit: bool, moments: bool, size: int):
         """The packed vector (``samples`` left 0) of the C-contiguous float (outer, units, inner) array
         ``a3`` in a layout of ``size`` numbers, in one pass; None when the data is not finite (its sums
         say so) or ``kind``'s saturation test is not one the kernel knows."""
-        got = self._constants.get((a3.dtype, kind.saturated))
+        got = _SATURATION.get(kind.saturated)
         if got is None:
             return None
-        code, threshold = got
+        code, threshold = got  # cast to the data's type by the kernel, as numpy casts it
         table, edges, shift = self._hist[a3.dtype]
         out = np.empty(size)
         finite = self._c.activation(a3.reshape(-1), a3.itemsize, a3.shape[1], a3.shape[2], per_unit, code, 0.0, 1.0,
