@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The CUDA paths, on a machine with an NVIDIA GPU (CI has none): build the statistics kernels,
+# run the CUDA tests and the tests of the PyTorch adapter, then the overhead benchmark on the device.
+#
+#     bash benchmarks/cuda_check.sh [OUTDIR]     # logs and the benchmark's JSON go to OUTDIR
+#
+# Each part has its own time limit, so one that hangs does not hide the others' results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-cuda-check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+
+nvidia-smi -L
+python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
+
+# the C kernels: the package's own build, else the same flags by hand (an image without setuptools>=74)
+if ! python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/build.log" 2>&1; then
+  inc=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+  suffix=$(python3 -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+  gcc -O3 -ffp-contract=off -fno-strict-aliasing -shared -fPIC -I"$inc" nnhealth/stats/_kernels.c \
+      -o "nnhealth/stats/_kernels$suffix" >>"$out/build.log" 2>&1
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+python3 -c "from nnhealth.stats.compiled import kernels; print('statistics kernels built:', kernels() is not None)"
+
+timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_torch_cuda.py tests/test_torch_fused.py \
+    tests/test_torch_hooks.py tests/test_overhead_mechanisms.py tests/test_stats_compiled.py 2>&1 | tee "$out/tests.log"
+
+timeout 300 python3 benchmarks/overhead.py --device cuda --only timing --only memory \
+    --json "$out/overhead.json" 2>&1 | tee "$out/overhead.txt"
