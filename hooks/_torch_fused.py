@@ -63,16 +63,14 @@ EVERY_FIELD = ("sum", "abssum", "min", "max")
 
 
 def _fused_columns(xs: list, fields) -> dict[str, list]:
-    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches (the signed sum from
-    the positive part, ``2 * sum(max(x, 0)) - sum|x|``; the non-finite count from ``0 * x``, which
-    is 0 exactly where x is finite)."""
+    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches (the signed sum comes
+    from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``; the non-finite count from
+    ``0 * x``, which is 0 exactly where x is finite)."""
     cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0))}
     if "abssum" in fields or "sum" in fields:
-        abssum = torch._foreach_norm(xs, 1)
-        cols["abssum"] = list(abssum)
-        if "sum" in fields:
-            possum = torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1)
-            cols["sum"] = [2 * p - a for p, a in zip(possum, abssum)]
+        cols["abssum"] = list(torch._foreach_norm(xs, 1))
+        if "sum" in fields:  # the caller makes the sum of it (on the stacked column: one kernel)
+            cols["possum"] = list(torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1))
     if "max" in fields:
         cols["max"] = list(torch._foreach_max(xs))
     if "min" in fields:
@@ -182,7 +180,9 @@ def _on_host(x: torch.Tensor) -> bool:
 
 
 def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
-    """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors, off the host."""
+    """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors, off the host:
+    every reduction's result is stacked and widened by one kernel each, whatever the number of
+    tensors and fields (on a GPU each small kernel costs the CPU a launch)."""
     acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
     columns = _fused_columns if tensors[0].device.type == "cuda" else _looped_columns
     cols: dict[str, list] = {}
@@ -195,7 +195,14 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
         cols.setdefault("sumsq", []).extend(sumsq)
         for name, values in columns(xs, fields).items():
             cols.setdefault(name, []).extend(values)
-    return {k: torch.stack(vs).to(torch.float64) for k, vs in cols.items()}
+    names = list(cols)
+    matrix = torch.stack([v for name in names for v in cols[name]]).to(torch.float64)  # stack promotes
+    out = dict(zip(names, matrix.view(len(names), len(tensors)).unbind(0)))
+    if "possum" in out:  # the signed sum from the positive part: 2 * sum(max(x, 0)) - sum|x|
+        out["sum"] = out.pop("possum") * 2 - out["abssum"]
+        if "abssum" not in fields:  # measured for the sum only: left out like any field not asked for
+            del out["abssum"]
+    return out
 
 
 _NUMELS: dict = {}
@@ -218,6 +225,21 @@ def _numels(tensors: list, device) -> torch.Tensor:
     return got
 
 
+_CONSTANTS: dict = {}
+
+
+def _constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NaN, 0) float64 columns of ``n`` rows on ``device``: the fields not measured."""
+    key = (n, device)
+    got = _CONSTANTS.get(key)
+    if got is None:
+        if len(_CONSTANTS) > 64:
+            _CONSTANTS.clear()
+        got = _CONSTANTS[key] = (torch.full((n,), float("nan"), dtype=torch.float64, device=device),
+                                 torch.zeros(n, dtype=torch.float64, device=device))
+    return got
+
+
 def _group_rows(tensors: list, fields, copies: list | None = None):
     """[len(tensors), len(HEADER)] float64 rows on the tensors' device (numpy for host memory);
     unmeasured fields are NaN. The tensors are also copied into ``copies``, when given."""
@@ -226,10 +248,12 @@ def _group_rows(tensors: list, fields, copies: list | None = None):
                           _host_columns(tensors, fields, copies))
     if copies is not None:
         torch._foreach_copy_(copies, tensors)
+    device = tensors[0].device
     c = _group_columns(tensors, fields)
-    numel = _numels(tensors, tensors[0].device)
-    rows = torch.full((len(tensors), len(HEADER)), float("nan"), dtype=torch.float64, device=tensors[0].device)
-    return _fill(rows, numel, c)
+    numel = _numels(tensors, device)
+    c["count"], c["samples"] = numel - c["nonfinite"], numel
+    nan, zero = _constants(len(tensors), device)
+    return torch.stack([c.get(name, zero if name == "saturated" else nan) for name in HEADER], dim=1)
 
 
 def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -> list:

@@ -21,6 +21,7 @@ import nnhealth.hooks._torch_fused as fused  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
 from nnhealth.stats import Layout, Summary, summarize  # noqa: E402
 from nnhealth.stats.backend import Ready, TorchOps, start_fetch  # noqa: E402
+from nnhealth.stats.summary import H  # noqa: E402
 
 ALWAYS = ("count", "sumsq", "nonfinite", "saturated", "samples")
 FINITE = st.floats(min_value=-1e3, max_value=1e3, width=32)
@@ -47,6 +48,35 @@ def test_rows_equal_the_reference_summary(tensors):
                 assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-5, abs=1e-3), name
             for name in {"sum", "abssum", "min", "max", "zeros", "positive"} - set(fields):
                 assert math.isnan(getattr(got, name)), name  # not measured for this role
+
+
+@pytest.fixture
+def device_arithmetic(monkeypatch):
+    """What a CUDA tensor takes (``_foreach`` columns, rows put together on the device), run on the CPU."""
+    monkeypatch.setattr(fused, "_on_host", lambda x: False)
+    monkeypatch.setattr(fused, "_looped_columns", fused._fused_columns)
+
+
+@pytest.mark.parametrize("fields", [fused.EVERY_FIELD, fused.GRADIENT, fused.PARAMETER, fused.NORM])
+def test_device_rows_equal_the_host_rows(fields, device_arithmetic, monkeypatch):
+    torch.manual_seed(0)
+    xs = [torch.randn(300, 70), torch.randn(9, 5).t(), torch.randn(17) + 0.5,
+          torch.tensor([1.0, float("nan"), -2.0, float("inf"), 0.0])]
+    device = [r.numpy() for r in fused.header_rows(xs, fields)]
+    monkeypatch.undo()
+    host = fused.header_rows(xs, fields)
+    for x, d, h in zip(xs, device, host):
+        got, want = as_summary(d), as_summary(h)
+        if "sum" in fields:
+            d, h = np.delete(d, H["sum"]), np.delete(h, H["sum"])
+        for name in ("count", "nonfinite", "saturated", "samples"):
+            assert getattr(got, name) == getattr(want, name), name
+        if want.nonfinite == 0:
+            np.testing.assert_allclose(d, h, rtol=1e-5, atol=1e-4, equal_nan=True)  # the sum aside:
+            if "sum" in fields:  # 2 * sum(max(x, 0)) - sum|x| in float32 cancels: exact to 1e-6 of sum|x|
+                assert got.sum == pytest.approx(want.sum, abs=1e-5 * float(x.abs().sum()))
+        else:  # the sums of a tensor with NaN/Inf are not trusted: only that they are not finite
+            assert not math.isfinite(got.sumsq)
 
 
 def test_non_finite_values_are_counted_exactly():

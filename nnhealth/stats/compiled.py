@@ -38,26 +38,6 @@ from . import histogram as H
 from .kinds import KINDS, SATURATION_DERIVATIVE
 
 
-def _bucket(v: float) -> int:
-    """The magnitude exponent of ``v`` > 0 as the reference defines it: floor(ln v / ln 1.1)."""
-    return math.floor(math.log(v) / H.LOG_RATIO)
-
-
-def _lower_edges(dtype) -> np.ndarray:
-    """The smallest value of float type ``dtype`` in each magnitude bucket K_MIN+1..K_MAX, by the
-    float64 log the reference uses (an exact power of 1.1 can fall either side of ``RATIO**k``)."""
-    out = np.empty(H.K - 1, dtype=dtype)
-    up, down = dtype(np.inf), dtype(0)
-    for i, k in enumerate(range(H.K_MIN + 1, H.K_MAX + 1)):
-        v = dtype(H.RATIO ** k)
-        while _bucket(float(np.nextafter(v, down))) >= k:
-            v = np.nextafter(v, down)
-        while _bucket(float(v)) < k:
-            v = np.nextafter(v, up)
-        out[i] = v
-    return out
-
-
 def _tables(dtype) -> tuple[np.ndarray, np.ndarray, int]:
     """(table, edges, shift) of the histogram for a float type. A value's slot is 0 for zero, else
     1 + its bucket offset; ``edges[v]`` is the bit pattern of slot v's smallest value (the last one
@@ -66,7 +46,7 @@ def _tables(dtype) -> tuple[np.ndarray, np.ndarray, int]:
     top = np.iinfo(bits).max >> 1
     edges = np.empty(H.K + 2, dtype=np.uint64)
     edges[0], edges[1], edges[-1] = 0, 1, top + 1  # the last above every magnitude, NaN's too
-    edges[2:-1] = _lower_edges(dtype).view(bits)
+    edges[2:-1] = H.lower_edges(dtype).view(bits)
     shift = np.finfo(dtype).nmant - 4
     keys = np.arange((top >> shift) + 1, dtype=np.uint64) << np.uint64(shift)
     table = 1 + np.searchsorted(edges[2:-1], keys, side="right")

@@ -3,9 +3,10 @@
 Written once against :mod:`nnhealth.stats.backend`, so numpy arrays are
 summarised by numpy and torch tensors by torch, without a host round trip.
 Arrays in host memory (numpy, and torch tensors on the CPU) take the
-vectorised host kernel of :mod:`.host`; arrays on an accelerator take the
+vectorised host kernel of :mod:`.host`; torch tensors on an accelerator take
+the few-kernel path of :mod:`.torch_device`; anything else takes the
 branch-free path below, which replaces non-finite values once and reuses its
-masks; JAX compiles that same path into one program.
+masks (JAX compiles that same path into one program).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .histogram import NUM_BUCKETS, ZERO, bucket_index
 from .host import summarize_host
 from .kinds import Kind, get_kind
 from .summary import Layout, Summary
+from .torch_device import summarize_tensor
 
 
 def default_unit_axis(ndim: int) -> int:
@@ -42,6 +44,10 @@ def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool
         layout, vector = summarize_host(a, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis,
                                         default_axis=default_unit_axis)
         return layout, ops.from_host(vector)
+    if getattr(ops, "name", None) == "torch":
+        got = summarize_tensor(ops.t, ops, x, kind, hist, units, moments, unit_axis, default_unit_axis)
+        if got is not None:
+            return got
     return _summarize_on_device(ops, x, kind, hist, units, moments, unit_axis)
 
 

@@ -11,6 +11,7 @@ exact-zero bucket in the middle, so values are ordered left to right::
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -53,6 +54,46 @@ def _magnitude_edges() -> np.ndarray:
 
 
 _MAG = _magnitude_edges()
+
+
+def magnitude_bucket(v: float) -> int:
+    """The magnitude exponent of ``v`` > 0 as the reference defines it: floor(ln v / ln 1.1)."""
+    return math.floor(math.log(v) / LOG_RATIO)
+
+
+@functools.lru_cache(maxsize=None)
+def lower_edges(dtype) -> np.ndarray:
+    """The smallest value of float type ``dtype`` in each magnitude bucket K_MIN+1..K_MAX, by the
+    float64 log the reference uses (an exact power of 1.1 can fall either side of ``RATIO**k``)."""
+    dtype = np.dtype(dtype).type
+    out = np.empty(K - 1, dtype=dtype)
+    up, down = dtype(np.inf), dtype(0)
+    for i, k in enumerate(range(K_MIN + 1, K_MAX + 1)):
+        v = dtype(RATIO ** k)
+        while magnitude_bucket(float(np.nextafter(v, down))) >= k:
+            v = np.nextafter(v, down)
+        while magnitude_bucket(float(v)) < k:
+            v = np.nextafter(v, up)
+        out[i] = v
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def signed_boundaries(dtype) -> np.ndarray:
+    """Ascending boundaries of float type ``dtype`` such that the bucket of a finite value ``v`` is
+    the number of boundaries <= v (``searchsorted(side="right")``, ``torch.bucketize(right=True)``),
+    exactly as the reference defines it: a negative value moves up a bucket just above the negated
+    lower edge of its magnitude, zero (and -0.0) has its own bucket, a positive value moves up at
+    its magnitude's lower edge. A last boundary, +inf, gives infinity a slot of its own after the
+    histogram's (one-pass code sends non-finite values there, to be dropped)."""
+    dtype = np.dtype(dtype).type
+    low = lower_edges(dtype)
+    negative = np.nextafter(-low[::-1], dtype(np.inf))
+    out = np.concatenate([negative, [dtype(0), np.nextafter(dtype(0), dtype(1))], low, [dtype(np.inf)]])
+    out = out.astype(dtype)
+    out.flags.writeable = False
+    return out
 
 
 def bucket_edges() -> tuple[np.ndarray, np.ndarray]:
