@@ -4,7 +4,8 @@ Observations (``observe_*``) are summarised on the array's own device and
 kept pending until :meth:`Monitor.step`, which copies everything of that step
 to the host in one transfer, records it in the :class:`History`, runs the
 rules and hands findings and numbers to the sinks. On an asynchronous device
-the copy is consumed one step later, so the training loop never waits for it.
+the copy is consumed a step later, so the training loop never waits for it,
+and unsampled steps' losses are fetched several at a time (:mod:`.inflight`).
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import numbers
 import os
 import sys
 import tempfile
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,12 @@ from .derived import derive_step
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
+from .inflight import InFlight, Outgoing
 from .rules import RULES
 from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
 from .sinks.console import install_default_handler
 from .stats import Layout, Summary, get_kind, summarize
-from .stats.backend import NUMPY, ops_for, start_fetch
+from .stats.backend import NUMPY, ops_for
 from .stats.summary import merge_vectors
 
 log = logging.getLogger("nnhealth")
@@ -128,7 +129,8 @@ class Monitor:
         self._deferred: list[tuple[int, dict]] = []
         self._first_loss: float | None = None
         self._pending: dict[tuple[str, str], list] = {}
-        self._queue: deque = deque()
+        #: steps whose device values are on their way to the host (or held back on the device)
+        self._flight = InFlight(every)
         self._snapshots: dict[str, tuple[int, Any]] = {}
         self._said: set[str] = set()
         self._broken: set[tuple] = set()
@@ -388,7 +390,8 @@ class Monitor:
                 else:
                     device[key] = (ops, ops.as_float(value).reshape(-1)[:1])  # detached, on its device
         pending, self._pending = self._pending, {}
-        if not pending and not device and not self._queue:  # an unsampled step: nothing to copy
+        flight = self._flight
+        if not pending and not device and not flight:  # an unsampled step: nothing to copy
             self._next = step + 1
             if not sampled and self._defer(step, numbers_now):
                 return []
@@ -397,23 +400,19 @@ class Monitor:
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
         if (items or device) and self.before_fetch is not None:
             items, device = self.before_fetch(items, device)
-        # one transfer per array library: all vectors and device scalars of this step together
-        by_ops: dict[int, tuple] = {}
-        for key, ops, layout, vec in items:
-            by_ops.setdefault(id(type(ops)), (ops, [], []))[1].append((key, layout, vec))
-        for key, (ops, vec) in device.items():
-            by_ops.setdefault(id(type(ops)), (ops, [], []))[2].append((key, vec))
-        transfers = []
-        for ops, summaries, scalars in by_ops.values():
-            vectors = [v for _, _, v in summaries] + [v for _, v in scalars]
-            transfers.append((summaries, scalars, start_fetch(ops, vectors)))
-        is_async = any(getattr(transfer, "is_async", False) for _, _, transfer in transfers)
-        self._queue.append((step, sampled, numbers_now, transfers))
+        out = Outgoing(step, sampled, numbers_now, items, device)
         self._next = step + 1
+        if (not items and self.before_fetch is None and (device or flight.held)
+                and all(ops.is_async for ops, _ in device.values())):
+            # scalars on an accelerator alone (an unsampled step's loss), or host numbers behind such
+            # steps: left on the device, fetched with the next copy (see inflight)
+            if flight.hold(out):
+                flight.send()
+        else:
+            flight.send(out)  # one transfer per array library: the held steps' scalars and this step's
         new = settled
-        # an asynchronous copy is consumed one step later, so the loop never waits on it
-        while len(self._queue) > (1 if is_async else 0):
-            new.extend(self._process(*self._queue.popleft()))
+        for entry in flight.arrived(wait=False):
+            new.extend(self._process(*entry))
         return new
 
     def _defer(self, step: int, values: dict) -> bool:
@@ -544,8 +543,9 @@ class Monitor:
     def flush(self) -> list[Finding]:
         """Process every step still in flight (asynchronous copies, deferred losses) and flush the files."""
         new = self._settle()
-        while self._queue:
-            new.extend(self._process(*self._queue.popleft()))
+        self._flight.send()
+        for entry in self._flight.arrived(wait=True):
+            new.extend(self._process(*entry))
         for sink in list(self._sinks):
             self._to_sink(sink, "flush")
         return new

@@ -34,7 +34,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import nnhealth.hooks._torch_fused as fused  # noqa: E402
-import nnhealth.monitor as monitor_module  # noqa: E402
+import nnhealth.inflight as inflight_module  # noqa: E402
 import nnhealth.stats.compute as compute  # noqa: E402
 from nnhealth.stats.backend import TorchOps  # noqa: E402
 
@@ -307,13 +307,13 @@ def test_unsampled_steps_compute_nothing(monkeypatch):
 
 def test_a_sampled_step_reaches_the_host_in_one_transfer(monkeypatch):
     transfers = []
-    real = monitor_module.start_fetch
+    real = inflight_module.start_fetch
 
     def counting(ops, vectors):
         transfers.append(len(vectors))
         return real(ops, vectors)
 
-    monkeypatch.setattr(monitor_module, "start_fetch", counting)
+    monkeypatch.setattr(inflight_module, "start_fetch", counting)
     model, opt = _mlp()
     mon = Monitor(every=3, console=False).watch(model, opt)
     per_step = []
