@@ -63,14 +63,15 @@ EVERY_FIELD = ("sum", "abssum", "min", "max")
 
 
 def _fused_columns(xs: list, fields) -> dict[str, list]:
-    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches (the signed sum comes
-    from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``; the non-finite count from
-    ``0 * x``, which is 0 exactly where x is finite)."""
-    cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0))}
+    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches, accumulating in float64
+    (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``; the
+    non-finite count from ``0 * x``, which is 0 exactly where x is finite)."""
+    f64 = torch.float64
+    cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0, dtype=f64))}
     if "abssum" in fields or "sum" in fields:
-        cols["abssum"] = list(torch._foreach_norm(xs, 1))
+        cols["abssum"] = list(torch._foreach_norm(xs, 1, dtype=f64))
         if "sum" in fields:  # the caller makes the sum of it (on the stacked column: one kernel)
-            cols["possum"] = list(torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1))
+            cols["possum"] = list(torch._foreach_norm(torch._foreach_clamp_min(xs, 0.0), 1, dtype=f64))
     if "max" in fields:
         cols["max"] = list(torch._foreach_max(xs))
     if "min" in fields:
@@ -183,8 +184,11 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
     """Per-field float64 columns for a list of same-device, same-dtype, non-empty tensors, off the host:
     every reduction's result is stacked and widened by one kernel each, whatever the number of
     tensors and fields (on a GPU each small kernel costs the CPU a launch)."""
-    acc = torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
-    columns = _fused_columns if tensors[0].device.type == "cuda" else _looped_columns
+    fused = tensors[0].device.type == "cuda"
+    # sums in float64 on a GPU (as the CPU kernels accumulate): a parameter near 1 with a small
+    # spread (a BatchNorm scale) has a variance far below float32's rounding of its sum of squares
+    acc = torch.float64 if fused or tensors[0].dtype == torch.float64 else torch.float32
+    columns = _fused_columns if fused else _looped_columns
     cols: dict[str, list] = {}
     for run in _chunks(tensors):
         xs = [tensors[i] for i in run]

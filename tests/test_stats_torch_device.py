@@ -112,7 +112,7 @@ class _Kernels(TorchDispatchMode):
 
 @pytest.mark.parametrize("shape, kind", [((128, 512), "relu"), ((64, 32, 16, 16), "relu"), ((128, 512), "tanh")])
 def test_an_activation_costs_about_thirty_kernels(shape, kind):
-    """Half of what the generic path launches: on a GPU each costs the CPU a launch."""
+    """About half of what the generic path launches: on a GPU each costs the CPU a launch."""
     x = torch.randn(shape)
     few_kernels(x, kind)  # constants made once
     with _Kernels() as fast:
@@ -120,7 +120,7 @@ def test_an_activation_costs_about_thirty_kernels(shape, kind):
     with _Kernels() as generic:
         _summarize_on_device(OPS, x, get_kind(kind), True, True, False, None)
     assert sum(fast.names.values()) <= 32, fast.names
-    assert sum(generic.names.values()) >= 2 * sum(fast.names.values())
+    assert sum(generic.names.values()) >= sum(fast.names.values()) + 25
 
 
 def test_reference_bucket_helper_matches_numpy_bucket_index():
@@ -128,3 +128,18 @@ def test_reference_bucket_helper_matches_numpy_bucket_index():
     want = H.bucket_index(NUMPY, v)
     got = np.searchsorted(H.signed_boundaries(np.float64), v, side="right")
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("route", ["deterministic", "large"])
+def test_histogram_routes_without_histc_count_the_same(route, monkeypatch):
+    """histc is refused under torch.use_deterministic_algorithms on CUDA, and its float32 counts round
+    above 2**24 values: those take index_add_, with the same counts."""
+    import nnhealth.stats.torch_device as td
+
+    x = torch.randn(40, 30).relu()
+    want = few_kernels(x, "relu").hist
+    if route == "deterministic":
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    else:
+        monkeypatch.setattr(td, "HISTC_EXACT", 100)
+    np.testing.assert_array_equal(few_kernels(x, "relu").hist, want)

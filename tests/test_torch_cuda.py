@@ -151,3 +151,29 @@ def test_bfloat16_autocast_activations_are_summarised():
     assert len(zeros) == 3 and 0.3 < zeros[-1] < 0.7  # ReLU after BatchNorm: about half the values
     assert h.values("2", "activation/dead_fraction")[-1] == 0.0  # and no unit that never fires
     assert np.isfinite(h.values("5.weight", "gradient/norm")).all()
+
+
+def test_summaries_under_deterministic_algorithms():
+    """histc has no deterministic CUDA kernel: under torch.use_deterministic_algorithms the histogram
+    takes index_add_, which has one."""
+    from nnhealth.stats import Summary, summarize
+
+    x = torch.randn(64, 32, device="cuda").relu()
+    torch.use_deterministic_algorithms(True)
+    try:
+        layout, vector = summarize(x, "relu", hist=True, units=True)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    s = Summary(layout, vector.cpu().numpy())
+    assert s.hist.sum() == s.count == x.numel() and s.zeros == int((x == 0).sum())
+
+
+def test_a_saturated_layer_keeps_its_small_spread():
+    """Float64 sums on the device: a sigmoid pinned near 1 with a spread of 1e-4 keeps that spread."""
+    from nnhealth.stats import Summary, summarize
+
+    g = torch.Generator().manual_seed(0)
+    x = 0.999 + 1e-4 * torch.randn(256, 512, generator=g)
+    layout, vector = summarize(x.cuda(), "sigmoid")
+    gpu = Summary(layout, vector.cpu().numpy())
+    assert gpu.std == pytest.approx(float(x.double().std(unbiased=False)), rel=1e-3)

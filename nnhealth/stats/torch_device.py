@@ -9,7 +9,9 @@ path computes the same vector in about 25:
 - the boolean masks (finite, zero, positive, saturated) are stacked and
   counted in one reduction, per unit and then in total;
 - the histogram is one ``bucketize`` against the exact bucket boundaries of
-  the float64 definition (those the C kernel uses) and one ``index_add_``;
+  the float64 definition (those the C kernel uses) and one ``histc`` of the
+  bucket numbers (per-block counts in shared memory: a ReLU's zeros, half
+  its values, do not queue on one global counter as with ``index_add_``);
   non-finite values go to a slot past the last bucket, so nothing is
   corrected afterwards;
 - the header is put together by one gather and one multiply-add with
@@ -28,6 +30,8 @@ from .histogram import NUM_BUCKETS, signed_boundaries
 from .kinds import Kind
 from .summary import HEADER, Layout
 
+#: below this many values, ``torch.histc``'s float32 counts are exact
+HISTC_EXACT = 1 << 24
 #: device constants made once (boundaries, gather indices, scales, zeros), keyed by what shapes them
 _CONSTANTS: dict = {}
 
@@ -95,8 +99,11 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
     squares = z * z
     high = torch.where(finite, a, -math.inf)
     low = torch.where(finite, a, math.inf)  # also the histogram's input: non-finite values past the end
-    sums = torch.stack([z.sum(), squares.sum(), torch.linalg.vector_norm(z, 1), low.amin(), high.amax()])
-    pre = torch.cat([counts.to(torch.float64), sums.to(torch.float64)])
+    f64 = torch.float64  # sums accumulate in float64, as the C kernel's do: a saturated layer's
+    # variance (mean near 1, small spread) is far below float32's rounding of its sum of squares
+    sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64), torch.linalg.vector_norm(z, 1), low.amin(),
+                        high.amax()])  # stack widens the float32 ones
+    pre = torch.cat([counts.to(f64), sums])
     index, scale, offset = _constant(("header", device, len(masks) == 4, size, samples),
                                      lambda: _header_map(torch, device, len(masks) == 4, size, samples))
     parts = [torch.addcmul(offset, pre[index], scale)]
@@ -104,10 +111,15 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
         bounds = _constant(("bounds", device, a.dtype),
                            lambda: _to_device(torch, signed_boundaries(np.float64 if a.dtype == torch.float64
                                                                        else np.float32), device))
-        one = _constant(("one", device), lambda: torch.ones((), dtype=torch.float64, device=device))
         bucket = torch.bucketize(low.reshape(-1), bounds, right=True)
-        slots = torch.zeros(NUM_BUCKETS + 1, dtype=torch.float64, device=device)
-        parts.append(slots.index_add_(0, bucket, one.expand(size))[:NUM_BUCKETS])
+        if size < HISTC_EXACT and not torch.are_deterministic_algorithms_enabled():
+            # per-block histograms in shared memory: no contention on one bucket
+            slots = torch.histc(bucket.to(torch.float32), bins=NUM_BUCKETS + 1, min=0, max=NUM_BUCKETS + 1)
+        else:  # float32 counts would round, or histc is refused in deterministic mode: index_add_
+            one = _constant(("one", device), lambda: torch.ones((), dtype=torch.float64, device=device))
+            slots = torch.zeros(NUM_BUCKETS + 1, dtype=torch.float64, device=device)
+            slots.index_add_(0, bucket, one.expand(size))
+        parts.append(slots[:NUM_BUCKETS].to(torch.float64))
     if per_unit is not None:
         as_float = per_unit.to(torch.float64)
         parts.append(as_float[2])
@@ -117,7 +129,7 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
         if moments:
             others = [d for d in range(ndim) if d != axis]
             both = torch.stack([z, squares])
-            parts.append((both.sum(dim=[d + 1 for d in others]) if others else both).to(torch.float64)
+            parts.append((both.sum(dim=[d + 1 for d in others], dtype=f64) if others else both.to(f64))
                          .reshape(-1))
     layout = Layout(hist=hist, units=n_units, moments=moments and n_units > 0)
     return layout, torch.cat(parts)
