@@ -67,7 +67,9 @@ def _fused_columns(xs: list, fields) -> dict[str, list]:
     (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``; the
     non-finite count from ``0 * x``, which is 0 exactly where x is finite)."""
     f64 = torch.float64
-    cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0, dtype=f64))}
+    # the count takes the per-tensor slow route (CUDA's fused norms are for p = 1, 2, inf), where a
+    # dtype would add a cast per tensor: counted in the data's type (exact below 2**24 non-finite values)
+    cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0))}
     if "abssum" in fields or "sum" in fields:
         cols["abssum"] = list(torch._foreach_norm(xs, 1, dtype=f64))
         if "sum" in fields:  # the caller makes the sum of it (on the stacked column: one kernel)
