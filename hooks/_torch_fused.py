@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from nnhealth.stats import Layout, compiled, summarize
-from nnhealth.stats.host import ONES, work_array
+from nnhealth.stats.host import ONES, centred_sums, work_array
 from nnhealth.stats.summary import HEADER, H
 
 #: a header-only layout: what gradient, parameter and update rows are
@@ -157,6 +157,8 @@ def _numpy_columns(a: np.ndarray, cols: dict) -> tuple:
             lo = min(lo, float(piece.min()))
         if "max" in cols:
             hi = max(hi, float(piece.max()))
+    if "sum" in cols and math.isfinite(sumsq):  # a parameter near 1 with a small spread keeps its spread
+        total, sumsq = centred_sums(a, total)
     return math.isfinite(sumsq), sumsq, total, abssum, lo, hi
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from nnhealth.stats import KINDS, Layout, Summary, compiled, histogram, host  # noqa: E402
+from nnhealth.stats import KINDS, Layout, Summary, compiled, histogram, host, summarize  # noqa: E402
 from nnhealth.stats.backend import NUMPY  # noqa: E402
 from nnhealth.stats.compute import default_unit_axis  # noqa: E402
 from nnhealth.stats.summary import HEADER  # noqa: E402
@@ -261,3 +261,24 @@ def test_fused_rows_are_the_same_with_and_without_the_kernels(monkeypatch):
         np.testing.assert_allclose(got[:3], want[:3], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(got[3], want[3])  # non-finite: numpy computes it either way
     assert fast[0][3, HEADER.index("nonfinite")] == 2
+
+
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+def test_values_pinned_near_a_constant_keep_their_spread(path, monkeypatch):
+    """A saturated sigmoid (0.999 +- 1e-4) and a BatchNorm scale (1 +- 1e-3), float32: their variance is
+    far below float32's rounding of their sum of squares, so the sums are taken around the first value."""
+    import torch
+
+    from nnhealth.hooks import _torch_fused as fused
+
+    if path == "numpy":
+        monkeypatch.setattr(compiled, "kernels", lambda: None)
+    g = torch.Generator().manual_seed(0)
+    saturated = 0.999 + 1e-4 * torch.randn(256, 512, generator=g)
+    s = Summary(*(lambda lv: (lv[0], lv[1].numpy()))(summarize(saturated, "sigmoid", units=True, hist=True)))
+    assert s.std == pytest.approx(float(saturated.double().std(unbiased=False)), rel=1e-4)
+    scale = 1.0 + 1e-3 * torch.randn(300_000, generator=g)
+    (row,) = fused.header_rows([scale], fused.PARAMETER)
+    p = Summary(Layout(), np.asarray(row))
+    assert p.std == pytest.approx(float(scale.double().std(unbiased=False)), rel=1e-4)
+    assert p.mean == pytest.approx(float(scale.double().mean()), rel=1e-9)

@@ -7,7 +7,8 @@
  * no compiler in the process's memory.
  *
  * Sums vectorise without reassociating anything: independent vector lanes in the data's precision
- * take SPAN values, then add into double. Saturation tests are computed in the data's
+ * take SPAN values, then add into double. The lanes sum x - c, c the piece's first value, and the
+ * totals are taken back in double: data near c with a small spread keeps its variance. Saturation tests are computed in the data's
  * precision, exactly as numpy computes kinds.py's masks (built with -ffp-contract=off: no FMA).
  * The histogram needs no log: see compiled.py for the table and edges it is given.
  */
@@ -48,9 +49,13 @@ typedef int64_t vint64 __attribute__((vector_size(32)));
                      T *hi, int64_t *neg)                                                          \
     {                                                                                              \
         enum { W = sizeof(VT) / sizeof(T) };                                                       \
+        /* sums of x - c: a layer pinned near c with a small spread keeps its spread (sums of x    \
+         * itself would round a variance of 1e-8 away in the lanes); c moderate, so no overflow */ \
+        const T c = n > 0 && isfinite(p[0]) && fabs((double)p[0]) < 1e15 ? p[0] : 0;             \
+        const VT cv = (VT){0} + c;                                                                 \
         double s_all = 0, q_all = 0, m_all = 0;                                                    \
         int64_t below = 0;                                                                         \
-        VT lo0 = (VT){0} + *lo, lo1 = lo0, hi0 = (VT){0} + *hi, hi1 = hi0, a, b;                   \
+        VT lo0 = (VT){0} + *lo, lo1 = lo0, hi0 = (VT){0} + *hi, hi1 = hi0, a, b, da, db;           \
         Py_ssize_t i = 0;                                                                          \
         for (; i + SPAN <= n; i += SPAN) {                                                         \
             VT s0 = {0}, s1 = {0}, q0 = {0}, q1 = {0}, m0 = {0}, m1 = {0};                         \
@@ -62,10 +67,12 @@ typedef int64_t vint64 __attribute__((vector_size(32)));
             for (int k = 0; k < SPAN; k += 2 * W) {                                                \
                 LOAD(a, x + k);                                                                    \
                 LOAD(b, x + k + W);                                                                \
-                s0 += a;                                                                           \
-                s1 += b;                                                                           \
-                q0 += a * a;                                                                       \
-                q1 += b * b;                                                                       \
+                da = a - cv;                                                                       \
+                db = b - cv;                                                                       \
+                s0 += da;                                                                          \
+                s1 += db;                                                                          \
+                q0 += da * da;                                                                     \
+                q1 += db * db;                                                                     \
                 m0 += (VT)((VI)a & MASK);                                                          \
                 m1 += (VT)((VI)b & MASK);                                                          \
                 n0 += a < 0; /* -1 where true */                                                   \
@@ -100,15 +107,16 @@ typedef int64_t vint64 __attribute__((vector_size(32)));
             if (out) {                                                                             \
                 out[i] = v;                                                                        \
             }                                                                                      \
-            s_all += v;                                                                            \
-            q_all += (double)v * v;                                                                \
+            double d = (double)v - c;                                                              \
+            s_all += d;                                                                            \
+            q_all += d * d;                                                                        \
             m_all += fabs((double)v);                                                              \
             below += v < 0;                                                                        \
             *lo = v < *lo ? v : *lo;                                                               \
             *hi = v > *hi ? v : *hi;                                                               \
         }                                                                                          \
-        *S += s_all;                                                                               \
-        *Q += q_all;                                                                               \
+        *S += s_all + (double)n * c; /* back from x - c, in double */                              \
+        *Q += q_all + 2.0 * c * s_all + (double)n * c * c;                                         \
         *M += m_all;                                                                               \
         *neg += below;                                                                             \
     }
