@@ -24,8 +24,6 @@ from .stats.backend import start_fetch
 class _Part:
     """One step's share of a transfer several steps share (read once, cut per step)."""
 
-    is_async = True
-
     def __init__(self, transfer, start: int, stop: int, cache: dict):
         self.transfer, self.start, self.stop, self._cache = transfer, start, stop, cache
 
@@ -70,13 +68,13 @@ class InFlight:
         self.held.append(out)
         return len(self.held) >= self.every
 
-    def send(self, current: Outgoing | None = None) -> bool:
+    def send(self, current: Outgoing | None = None) -> None:
         """Start copying the held steps and ``current`` (in that order), one transfer per array
-        library; True when a copy is asynchronous (to be read later)."""
+        library."""
         steps = self.held + ([current] if current is not None else [])
         self.held = []
         if not steps:
-            return False
+            return
         self._generation += 1
         groups: dict[int, tuple] = {}  # array library -> (ops, vectors, [(entry, keys, scalars, start)])
         for i, out in enumerate(steps):
@@ -86,21 +84,18 @@ class InFlight:
             for name, (ops, vec) in out.scalars.items():
                 per_ops.setdefault(id(type(ops)), (ops, [], []))[2].append((name, vec))
             for lib, (ops, keys, scalars) in per_ops.items():
-                ops_, vectors, owners = groups.setdefault(lib, (ops, [], []))
+                _, vectors, owners = groups.setdefault(lib, (ops, [], []))
                 owners.append((i, keys, scalars, len(vectors)))
                 vectors.extend([v for _, _, v in keys] + [v for _, v in scalars])
         transfers: list[list] = [[] for _ in steps]
-        is_async = False
         for ops, vectors, owners in groups.values():
             transfer = start_fetch(ops, vectors)
-            is_async |= bool(getattr(transfer, "is_async", False))
             cache: dict = {}
             for i, keys, scalars, start in owners:
                 stop = start + len(keys) + len(scalars)
                 transfers[i].append((keys, scalars, _Part(transfer, start, stop, cache)))
         for out, parts in zip(steps, transfers):
             self.queue.append((out.step, out.sampled, out.numbers, parts, self._generation))
-        return is_async
 
     def arrived(self, wait: bool):
         """Sent steps to process now, oldest first: all of them when ``wait``; else those of transfers
