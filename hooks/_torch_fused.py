@@ -63,9 +63,9 @@ EVERY_FIELD = ("sum", "abssum", "min", "max")
 
 
 def _fused_columns(xs: list, fields) -> dict[str, list]:
-    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches, accumulating in float64
-    (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``; the
-    non-finite count from ``0 * x``, which is 0 exactly where x is finite)."""
+    """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches, the sums accumulating in
+    float64 (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``;
+    the non-finite count from ``0 * x``, which is 0 exactly where x is finite)."""
     f64 = torch.float64
     # the count takes the per-tensor slow route (CUDA's fused norms are for p = 1, 2, inf), where a
     # dtype would add a cast per tensor: counted in the data's type (exact below 2**24 non-finite values)
