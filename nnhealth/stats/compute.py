@@ -3,7 +3,7 @@
 Written once against :mod:`nnhealth.stats.backend`, so numpy arrays are
 summarised by numpy and torch tensors by torch, without a host round trip.
 Arrays in host memory (numpy, and torch tensors on the CPU) take the
-vectorised host kernel of :mod:`.host`; torch tensors on an accelerator take
+vectorised host kernel of :mod:`.host`; torch tensors on a CUDA device take
 the few-kernel path of :mod:`.torch_device`; anything else takes the
 branch-free path below, which replaces non-finite values once and reuses its
 masks (JAX compiles that same path into one program).
@@ -44,7 +44,8 @@ def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool
         layout, vector = summarize_host(a, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis,
                                         default_axis=default_unit_axis)
         return layout, ops.from_host(vector)
-    if getattr(ops, "name", None) == "torch":
+    if getattr(ops, "name", None) == "torch" and ops.device.type == "cuda":  # (ROCm reports "cuda" too)
+        # measured there; other accelerators (MPS, XLA) keep the generic path, whose ops all of them have
         got = summarize_tensor(ops.t, ops, x, kind, hist, units, moments, unit_axis, default_unit_axis)
         if got is not None:
             return got
