@@ -152,3 +152,20 @@ def test_a_saturated_layer_keeps_its_small_spread():
     x = 0.999 + 1e-4 * torch.randn(256, 512, generator=g)
     s = few_kernels(x, "sigmoid", hist=False, units=False)
     assert s.std == pytest.approx(float(x.double().std(unbiased=False)), rel=3e-3)
+
+
+def test_tensors_whose_size_changes_every_step_beyond_the_kept_offsets(monkeypatch):
+    """Sequences of varying length: a new size each call. Past the offsets kept, each call makes its
+    own (from scalars, on the device): the same numbers, and the cache stops growing."""
+    import nnhealth.stats.torch_device as td
+
+    monkeypatch.setattr(td, "_OFFSETS", {})
+    monkeypatch.setattr(td, "OFFSETS_KEPT", 3)
+    g = torch.Generator().manual_seed(0)
+    for length in range(5, 12):
+        x = torch.randn(4, length, 8, generator=g).relu()
+        x[0, 0, 0] = float("nan")
+        a, b = host(x, "relu", hist=True, units=True), few_kernels(x, "relu")
+        for name in ("count", "nonfinite", "zeros", "positive", "samples"):
+            assert getattr(a, name) == getattr(b, name), (length, name)
+    assert len(td._OFFSETS) == 3

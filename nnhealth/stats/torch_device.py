@@ -15,7 +15,7 @@ path computes the same vector in about 25:
   non-finite values go to a slot past the last bucket, so nothing is
   corrected afterwards;
 - the header is put together by one gather and one multiply-add with
-  constants cached per shape.
+  constants cached per device (and offsets per size, made from scalars).
 
 Nothing here reads a value back to the host: every shape is known from the
 tensor's shape alone.
@@ -53,23 +53,41 @@ def _to_device(torch, array: np.ndarray, device):
     return host.to(device)
 
 
-def _header_map(torch, device, saturation: bool, size: int, samples: int):
-    """(index, scale, offset): HEADER = offset + scale * pre[index], where pre holds the counts of
-    finite, zero, positive (and saturated) values, then sum, sum of squares, sum |x|, min, max."""
+def _header_map(torch, device, saturation: bool):
+    """(index, scale, units): HEADER = offset + scale * pre[index], where pre holds the counts of
+    finite, zero, positive (and saturated) values, then sum, sum of squares, sum |x|, min, max; and
+    the offset is size * units[0] + samples * units[1] (non-finite = size - finite)."""
     counts = 4 if saturation else 3
     at = {"count": 0, "zeros": 1, "positive": 2, "saturated": 3,
           "sum": counts, "sumsq": counts + 1, "abssum": counts + 2, "min": counts + 3, "max": counts + 4}
-    index, scale, offset = np.zeros(len(HEADER), np.int64), np.ones(len(HEADER)), np.zeros(len(HEADER))
+    index, scale, units = np.zeros(len(HEADER), np.int64), np.ones(len(HEADER)), np.zeros((2, len(HEADER)))
     for i, name in enumerate(HEADER):
         if name == "nonfinite":  # size - finite
-            index[i], scale[i], offset[i] = 0, -1.0, float(size)
+            index[i], scale[i], units[0, i] = 0, -1.0, 1.0
         elif name == "samples":
-            index[i], scale[i], offset[i] = 0, 0.0, float(samples)  # times a count: never 0 * inf
+            index[i], scale[i], units[1, i] = 0, 0.0, 1.0  # times a count: never 0 * inf
         elif name == "saturated" and not saturation:
             index[i], scale[i] = 0, 0.0
         else:
             index[i] = at[name]
-    return tuple(_to_device(torch, a, device) for a in (index, scale, offset))
+    return tuple(_to_device(torch, a, device) for a in (index, scale, units))
+
+
+#: header offsets per (device, size, samples): made on the device from scalars (no copy), and kept
+#: for the sizes seen first; tensors whose size changes every step (sequences of varying length)
+#: beyond that get theirs made again, two small kernels, rather than churning a cache
+_OFFSETS: dict = {}
+OFFSETS_KEPT = 256
+
+
+def _offset(units, device, size: int, samples: int):
+    key = (device, size, samples)
+    got = _OFFSETS.get(key)
+    if got is None:
+        got = (units[0] * float(size)).add_(units[1], alpha=float(samples))
+        if len(_OFFSETS) < OFFSETS_KEPT:
+            _OFFSETS[key] = got
+    return got
 
 
 def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments: bool, unit_axis, default_axis):
@@ -104,9 +122,9 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
     sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64), torch.linalg.vector_norm(z, 1), low.amin(),
                         high.amax()])  # stack widens the float32 ones
     pre = torch.cat([counts.to(f64), sums])
-    index, scale, offset = _constant(("header", device, len(masks) == 4, size, samples),
-                                     lambda: _header_map(torch, device, len(masks) == 4, size, samples))
-    parts = [torch.addcmul(offset, pre[index], scale)]
+    index, scale, units = _constant(("header", device, len(masks) == 4),
+                                    lambda: _header_map(torch, device, len(masks) == 4))
+    parts = [torch.addcmul(_offset(units, device, size, samples), pre[index], scale)]
     if hist:
         bounds = _constant(("bounds", device, a.dtype),
                            lambda: _to_device(torch, signed_boundaries(np.float64 if a.dtype == torch.float64
