@@ -26,6 +26,7 @@ import torch
 from nnhealth.stats import Layout, compiled, summarize
 from nnhealth.stats.host import ONES, centred_sums, work_array
 from nnhealth.stats.summary import HEADER, H
+from nnhealth.stats.torch_device import device_constant, to_device
 
 #: a header-only layout: what gradient, parameter and update rows are
 HEADER_ONLY = Layout()
@@ -213,39 +214,18 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
     return out
 
 
-_NUMELS: dict = {}
-
-
 def _numels(tensors: list, device) -> torch.Tensor:
     """Element counts as a float64 vector on ``device``, made without a blocking host copy."""
     sizes = tuple(int(x.numel()) for x in tensors)
-    key = (sizes, device)
-    got = _NUMELS.get(key)
-    if got is None:
-        host = torch.tensor(sizes, dtype=torch.float64)
-        if device.type == "cuda":
-            got = host.pin_memory().to(device, non_blocking=True)
-        else:
-            got = host.to(device)
-        if len(_NUMELS) > 64:  # parameter lists rarely change; keep the cache small anyway
-            _NUMELS.clear()
-        _NUMELS[key] = got
-    return got
+    return device_constant(("numels", sizes, device),
+                           lambda: to_device(torch, np.array(sizes, dtype=np.float64), device))
 
 
-_CONSTANTS: dict = {}
-
-
-def _constants(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _unmeasured(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(NaN, 0) float64 columns of ``n`` rows on ``device``: the fields not measured."""
-    key = (n, device)
-    got = _CONSTANTS.get(key)
-    if got is None:
-        if len(_CONSTANTS) > 64:
-            _CONSTANTS.clear()
-        got = _CONSTANTS[key] = (torch.full((n,), float("nan"), dtype=torch.float64, device=device),
-                                 torch.zeros(n, dtype=torch.float64, device=device))
-    return got
+    return device_constant(("unmeasured", n, device), lambda: (
+        torch.full((n,), float("nan"), dtype=torch.float64, device=device),
+        torch.zeros(n, dtype=torch.float64, device=device)))
 
 
 def _group_rows(tensors: list, fields, copies: list | None = None):
@@ -260,7 +240,7 @@ def _group_rows(tensors: list, fields, copies: list | None = None):
     c = _group_columns(tensors, fields)
     numel = _numels(tensors, device)
     c["count"], c["samples"] = numel - c["nonfinite"], numel
-    nan, zero = _constants(len(tensors), device)
+    nan, zero = _unmeasured(len(tensors), device)
     return torch.stack([c.get(name, zero if name == "saturated" else nan) for name in HEADER], dim=1)
 
 

@@ -9,13 +9,13 @@ they cost nothing at run time, no compiling inside the training loop and no
 compiler in the process's memory.
 
 - **Sums vectorise without reassociating**: independent accumulators in the
-  data's precision each take a few values, then add up in float64, so the
-  error stays that of a short sum.
-- **Non-finite data stays with numpy**: numpy's min and max (vectorised, and
-  NaN-propagating) say whether the data is finite before the activation
-  kernel runs; for parameters, a finite sum proves it (inf and NaN propagate
-  through any order of additions). Either way, NaN and Inf take the numpy
-  path, which is exact for them, so the kernels never test for NaN.
+  data's precision each take a few values of ``x - c`` (c a piece's first
+  value), then add up in float64, so the error stays that of a short sum and
+  values pinned near a constant keep their spread.
+- **Non-finite data stays with numpy**: the kernels' own sums and extremes
+  say whether the data was finite (inf and NaN propagate through any order
+  of additions), and a kernel that saw any returns nothing; NaN and Inf then
+  take the numpy path, which is exact for them, so the loops never test for NaN.
 - **The histogram needs no log**: the top bits of a value (exponent and four
   mantissa bits: 1/16 octave, narrower than the 10% between edges) pick a
   candidate bucket from a table, and one integer comparison with the bit
@@ -41,7 +41,8 @@ from .kinds import KINDS, SATURATION_DERIVATIVE
 def _tables(dtype) -> tuple[np.ndarray, np.ndarray, int]:
     """(table, edges, shift) of the histogram for a float type. A value's slot is 0 for zero, else
     1 + its bucket offset; ``edges[v]`` is the bit pattern of slot v's smallest value (the last one
-    above every bit pattern without the sign), and ``table[bits >> shift]`` the slot of the smallest value with those top bits."""
+    above every bit pattern without the sign), and ``table[bits >> shift]`` the slot of the smallest
+    value with those top bits."""
     bits = np.dtype(np.uint32 if dtype == np.float32 else np.uint64)
     top = np.iinfo(bits).max >> 1
     edges = np.empty(H.K + 2, dtype=np.uint64)

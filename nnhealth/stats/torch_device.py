@@ -32,20 +32,22 @@ from .summary import HEADER, Layout
 
 #: below this many values, ``torch.histc``'s float32 counts are exact
 HISTC_EXACT = 1 << 24
-#: device constants made once (boundaries, gather indices, scales, zeros), keyed by what shapes them
+#: device constants made once (boundaries, gather indices, scales, zeros, element counts), keyed by
+#: what shapes them; shared with the header rows of :mod:`nnhealth.hooks._torch_fused`
 _CONSTANTS: dict = {}
 
 
-def _constant(key, make):
+def device_constant(key, make):
+    """``make()``, made once per ``key`` (a few hundred kept: shapes rarely change)."""
     got = _CONSTANTS.get(key)
     if got is None:
-        if len(_CONSTANTS) > 512:  # shapes rarely change; keep the cache small anyway
+        if len(_CONSTANTS) > 512:
             _CONSTANTS.clear()
         got = _CONSTANTS[key] = make()
     return got
 
 
-def _to_device(torch, array: np.ndarray, device):
+def to_device(torch, array: np.ndarray, device):
     """A host constant on ``device`` without a blocking copy (pinned memory, non-blocking)."""
     host = torch.from_numpy(np.array(array))  # a writable copy (the boundaries are read-only)
     if device.type == "cuda":
@@ -70,7 +72,7 @@ def _header_map(torch, device, saturation: bool):
             index[i], scale[i] = 0, 0.0
         else:
             index[i] = at[name]
-    return tuple(_to_device(torch, a, device) for a in (index, scale, units))
+    return tuple(to_device(torch, a, device) for a in (index, scale, units))
 
 
 #: header offsets per (device, size, samples): made on the device from scalars (no copy), and kept
@@ -109,7 +111,7 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
         axis %= ndim
         n_units = a.shape[axis]
         samples = math.prod(a.shape[:axis] + a.shape[axis + 1:])
-        others = [d + 1 for d in range(ndim) if d != axis]
+        others = [d + 1 for d in range(ndim) if d != axis]  # of a stack: dim 0 is the stacked one
         per_unit = stacked.sum(dim=others) if others else stacked.to(torch.int64)  # (masks, units)
         counts = per_unit.sum(dim=1)
     else:
@@ -122,19 +124,19 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
     sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64), torch.linalg.vector_norm(z, 1), low.amin(),
                         high.amax()])  # stack widens the float32 ones
     pre = torch.cat([counts.to(f64), sums])
-    index, scale, units = _constant(("header", device, len(masks) == 4),
-                                    lambda: _header_map(torch, device, len(masks) == 4))
+    index, scale, units = device_constant(("header", device, len(masks) == 4),
+                                          lambda: _header_map(torch, device, len(masks) == 4))
     parts = [torch.addcmul(_offset(units, device, size, samples), pre[index], scale)]
     if hist:
-        bounds = _constant(("bounds", device, a.dtype),
-                           lambda: _to_device(torch, signed_boundaries(np.float64 if a.dtype == torch.float64
-                                                                       else np.float32), device))
+        precision = np.float64 if a.dtype == torch.float64 else np.float32
+        bounds = device_constant(("bounds", device, a.dtype),
+                                 lambda: to_device(torch, signed_boundaries(precision), device))
         bucket = torch.bucketize(low.reshape(-1), bounds, right=True)
         if size < HISTC_EXACT and not torch.are_deterministic_algorithms_enabled():
             # per-block histograms in shared memory: no contention on one bucket
             slots = torch.histc(bucket.to(torch.float32), bins=NUM_BUCKETS + 1, min=0, max=NUM_BUCKETS + 1)
         else:  # float32 counts would round, or histc is refused in deterministic mode: index_add_
-            one = _constant(("one", device), lambda: torch.ones((), dtype=torch.float64, device=device))
+            one = device_constant(("one", device), lambda: torch.ones((), dtype=torch.float64, device=device))
             slots = torch.zeros(NUM_BUCKETS + 1, dtype=torch.float64, device=device)
             slots.index_add_(0, bucket, one.expand(size))
         parts.append(slots[:NUM_BUCKETS].to(torch.float64))
@@ -142,12 +144,10 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
         as_float = per_unit.to(torch.float64)
         parts.append(as_float[2])
         parts.append(as_float[3] if len(masks) == 4 else
-                     _constant(("zeros", device, n_units),
-                               lambda: torch.zeros(n_units, dtype=torch.float64, device=device)))
+                     device_constant(("zeros", device, n_units),
+                                     lambda: torch.zeros(n_units, dtype=torch.float64, device=device)))
         if moments:
-            others = [d for d in range(ndim) if d != axis]
             both = torch.stack([z, squares])
-            parts.append((both.sum(dim=[d + 1 for d in others], dtype=f64) if others else both.to(f64))
-                         .reshape(-1))
+            parts.append((both.sum(dim=others, dtype=f64) if others else both.to(f64)).reshape(-1))
     layout = Layout(hist=hist, units=n_units, moments=moments and n_units > 0)
     return layout, torch.cat(parts)
