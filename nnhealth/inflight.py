@@ -10,8 +10,9 @@ An unsampled step on a GPU has only its loss (and metrics) on the device.
 Copying that every step costs the CPU a few launches, a pinned buffer and
 an event, several percent of a small model's step: so such steps are held
 back, their values left on the device, and fetched together, with the next
-step that copies anything or after ``every`` held steps, in one copy. Rules
-then judge those losses up to ``every`` steps later, in step order.
+step that copies anything or after ``limit`` held steps (``every``, at most
+:data:`MAX_HELD`), in one copy. Rules then judge those losses up to ``limit``
+steps later, in step order.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .stats.backend import start_fetch
+
+#: the most unsampled steps whose losses wait, on the device here or on the host (Monitor._defer):
+#: with a sparse ``every`` (statistics every 1000 steps) a NaN loss is still found within a few steps,
+#: and one copy per this many steps costs nothing measurable
+MAX_HELD = 16
 
 
 class _Part:
@@ -53,8 +59,8 @@ class Outgoing:
 class InFlight:
     """Held steps and sent ones, oldest first."""
 
-    def __init__(self, every: int):
-        self.every = every
+    def __init__(self, limit: int):
+        self.limit = min(limit, MAX_HELD)
         self.held: list[Outgoing] = []
         #: (step, sampled, numbers, transfers, generation); transfers: [(keys, scalars, transfer)]
         self.queue: deque = deque()
@@ -64,9 +70,9 @@ class InFlight:
         return bool(self.held or self.queue)
 
     def hold(self, out: Outgoing) -> bool:
-        """Keep ``out`` on the device; True when ``every`` steps are held (time to :meth:`send`)."""
+        """Keep ``out`` on the device; True when ``limit`` steps are held (time to :meth:`send`)."""
         self.held.append(out)
-        return len(self.held) >= self.every
+        return len(self.held) >= self.limit
 
     def send(self, current: Outgoing | None = None) -> None:
         """Start copying the held steps and ``current`` (in that order), one transfer per array

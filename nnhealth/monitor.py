@@ -25,7 +25,7 @@ from .derived import derive_step
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
-from .inflight import InFlight, Outgoing
+from .inflight import MAX_HELD, InFlight, Outgoing
 from .rules import RULES
 from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
 from .sinks.console import install_default_handler
@@ -420,11 +420,12 @@ class Monitor:
         rule say anything that matters now. Judged at once: a value that is not finite (loss-nan), a
         loss above the first one (loss-exploding's reference; healthy losses stay below it), and
         the steps before the first loss. Deferred steps are ingested in order, under their own step
-        numbers, so findings are the same; they are just judged a few steps later, in one batch,
+        numbers, so findings are the same; they are just judged a few steps later (at most ``every``
+        and :data:`~.inflight.MAX_HELD`), in one batch,
         while the interpreter's caches are warm (one step at a time, between the training's own
         kernels, each costs several times more)."""
         first = self._first_loss
-        if first is None or len(self._deferred) >= self.every:
+        if first is None or len(self._deferred) >= min(self.every, MAX_HELD):
             return False
         for name, value in values.items():
             if not math.isfinite(value) or (name == "loss" and value > first):

@@ -137,3 +137,15 @@ def test_held_steps_are_bounded_and_flushed_at_close(monkeypatch):
     mon.close()
     assert losses(mon) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert not mon._flight and math.isfinite(losses(mon)[-1])
+
+
+def test_a_sparse_every_holds_at_most_a_few_losses(monkeypatch):
+    """every=1000 must not leave a NaN loss on the device for 1000 steps: at most MAX_HELD are held."""
+    device = Device(monkeypatch)
+    mon = Monitor(every=1000, console=False, strict=True)
+    for step in range(2 * inflight.MAX_HELD + 1):
+        mon.step(step, loss=torch.tensor(float("nan") if step == 1 else 2.0))
+        device.done()
+    assert device.sent == [inflight.MAX_HELD, inflight.MAX_HELD]  # not one copy of 1000 losses
+    assert mon.should_stop and mon.findings[-1].symptom == "loss-nan" and mon.findings[-1].step == 1
+    mon.close()

@@ -26,6 +26,7 @@ from hypothesis.extra.numpy import arrays
 from nnhealth import Monitor
 from nnhealth.derived import derive_step
 from nnhealth.history import History
+from nnhealth.inflight import MAX_HELD
 from nnhealth.stats import Layout, Summary, get_kind, histogram, summarize, summary_of
 from nnhealth.stats.backend import NUMPY
 from nnhealth.stats.summary import HEADER
@@ -423,6 +424,19 @@ def test_healthy_losses_of_unsampled_steps_are_judged_with_the_next_sampled_step
     assert at_each_step[5] == [0, 1, 2, 3, 4, 5]  # ...and are judged in order, under their own steps
     assert mon.history.series(None, "loss").arrays()[0].tolist() == list(range(12))  # reading settles
     assert judged == list(range(12))
+    mon.close()
+
+
+def test_with_a_sparse_every_losses_wait_at_most_a_few_steps():
+    """every=1000 (layer statistics now and then) must not leave the loss rules 1000 steps behind, nor
+    keep 1000 steps in memory: deferred losses are judged at most MAX_HELD steps late."""
+    mon = Monitor(every=1000, console=False)
+    judged = _judged_steps(mon)
+    for step in range(3 * MAX_HELD + 2):
+        mon.step(step, loss=2.0 - 0.001 * step)
+        assert len(mon._deferred) <= MAX_HELD
+        assert step - judged[-1] <= MAX_HELD
+    assert judged == list(range(3 * MAX_HELD + 2))[:len(judged)]
     mon.close()
 
 
