@@ -140,6 +140,23 @@ def test_pieces_without_negative_values_take_the_unsigned_histogram_and_agree(dt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("zeros", [0.0, 0.2, 0.3, 0.9, 1.0])
+def test_pieces_of_many_zeros_are_packed_and_agree(dtype, zeros):
+    """float32 pieces whose sample is a quarter or more zeros have their other values packed before
+    counting (where the CPU has AVX2): either sign, -0.0, edges and the smallest values, sizes
+    that are no multiple of the 8 lanes or of the packing chunk, a tail too short to sample."""
+    rng = np.random.default_rng(int(zeros * 10))
+    x = (rng.standard_normal(70003) * np.exp(rng.uniform(-30, 30, 70003))).astype(dtype)
+    x[:64] = np.array(EDGES * 4, dtype=dtype)[:64]
+    x[rng.random(x.size) < zeros] = 0.0
+    x[rng.random(x.size) < zeros / 4] = -0.0
+    for n in (x.size, 32768 + 255, 2048 * 3 + 7, 300):
+        got, _ = both(x[:n], "linear", units=False, moments=False)
+        np.testing.assert_array_equal(got.hist, reference_hist(x[:n]))
+        assert got.hist[histogram.ZERO] == got.zeros == np.count_nonzero(x[:n] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_bucket_edge_lands_where_the_reference_says(jit, dtype):
     """At, just below and just above every edge (both RATIO**k and the float nearest it), both signs,
     and the ends: below 1e-12, subnormals, the largest finite value."""
@@ -153,6 +170,78 @@ def test_every_bucket_edge_lands_where_the_reference_says(jit, dtype):
     got, _ = both(x, "linear", units=False, moments=False)
     np.testing.assert_array_equal(got.hist, reference_hist(x))
     assert got.zeros == 2 and got.hist[histogram.ZERO] == 2
+
+
+def slot_by_candidate_and_edge(dtype, patterns: np.ndarray) -> np.ndarray:
+    """Count index (slot, plus SLOTS below zero) of uint64 bit patterns the way the kernel found it
+    before the packed table: a candidate slot per 1/16 octave of the magnitude, then one comparison
+    with the next edge's bit pattern."""
+    width = np.dtype(dtype).itemsize * 8
+    edges = compiled._slot_edges(dtype)
+    shift = np.uint64(np.finfo(dtype).nmant - 4)
+    keys = np.arange(((1 << (width - 1)) - 1 >> int(shift)) + 1, dtype=np.uint64) << shift
+    candidate = 1 + np.searchsorted(edges[2:-1], keys, side="right")
+    candidate[0] = 0  # zero and subnormals: the edge at 1 sends all but zero to slot 1
+    magnitude = patterns & np.uint64((1 << (width - 1)) - 1)
+    v = candidate[magnitude >> shift]
+    v += magnitude >= edges[v + 1]
+    return v + compiled.SLOTS * (patterns >> np.uint64(width - 1)).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_packed_table_entry_decodes_to_the_candidate_slot_and_edge(dtype):
+    """Every key of the packed table, both signs, NaN and Inf keys included: at its first and last
+    bit pattern, on both sides of each edge inside it and at random offsets, the entry plus the
+    bits gives the index the candidate table and edge comparison give, always inside the counts."""
+    table, shift = compiled._tables(dtype)
+    width = np.dtype(dtype).itemsize * 8
+    assert table.dtype.itemsize * 8 == width and table.size == 1 << (width - shift)
+    start = np.arange(table.size, dtype=np.uint64) << np.uint64(shift)
+    span = 1 << shift
+    edges = compiled._slot_edges(dtype)
+    inner = edges[(edges % np.uint64(span) != 0) & (edges < edges[-1])]  # edges that fall inside a key
+    inner = np.concatenate([inner, inner | np.uint64(1 << (width - 1))])
+    rng = np.random.default_rng(5)
+    patterns = np.concatenate([start, start + np.uint64(span - 1), inner, inner - np.uint64(1),
+                               start + rng.integers(0, span, start.size, dtype=np.uint64)])
+    got = compiled._decode(table, shift, patterns)
+    np.testing.assert_array_equal(got, slot_by_candidate_and_edge(dtype, patterns))
+    assert got.min() == 0 and got.max() == 2 * compiled.SLOTS - 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_bit_patterns_count_where_the_candidate_slot_and_edge_say(dtype):
+    """A million finite values of any exponent and sign, drawn as bit patterns."""
+    itype = np.uint32 if dtype == np.float32 else np.uint64
+    rng = np.random.default_rng(6)
+    bits = rng.integers(0, np.iinfo(itype).max, 1 << 20, dtype=itype, endpoint=True)
+    x = bits.view(dtype)
+    x = x[np.isfinite(x)]
+    got, _ = both(x, "linear", units=False, moments=False)
+    index = slot_by_candidate_and_edge(dtype, x.view(itype).astype(np.uint64))
+    slots = np.bincount(index, minlength=2 * compiled.SLOTS)
+    want = np.concatenate([slots[compiled.SLOTS + 1:][::-1], [slots[0] + slots[compiled.SLOTS]], slots[1:compiled.SLOTS]])
+    np.testing.assert_array_equal(got.hist, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_any_nan_payload_or_infinity_is_refused_after_counting_inside_the_counts(dtype):
+    """NaN with random payloads, both signs, and +-Inf: the histogram counts them in its last
+    slots (inside its work array) and the kernel then returns nothing."""
+    itype = np.uint32 if dtype == np.float32 else np.uint64
+    width = np.dtype(dtype).itemsize * 8
+    rng = np.random.default_rng(7)
+    payload = rng.integers(1, 1 << (np.finfo(dtype).nmant), 4000, dtype=np.uint64)
+    exponent = np.uint64(((1 << (width - 1 - np.finfo(dtype).nmant)) - 1) << np.finfo(dtype).nmant)  # all ones
+    patterns = exponent | payload | (rng.integers(0, 2, payload.size, dtype=np.uint64) << np.uint64(width - 1))
+    x = np.concatenate([patterns.astype(itype).view(dtype), np.array([np.inf, -np.inf], dtype)])
+    assert not np.isfinite(x).any()
+    for a in (x, np.concatenate([x, np.zeros(3 * x.size, dtype)])[rng.permutation(4 * x.size)]):  # packed too
+        got = compiled.kernels().activation(a.reshape(1, -1, 1), KINDS["linear"], True, True, True,
+                                            Layout(True, a.size, True).size)
+        assert got is None
+    index = compiled._decode(*compiled._tables(dtype), x.view(itype).astype(np.uint64))
+    assert set(index.tolist()) == {compiled.SLOTS - 1, 2 * compiled.SLOTS - 1}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

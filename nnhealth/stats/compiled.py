@@ -16,14 +16,20 @@ compiler in the process's memory.
   say whether the data was finite (inf and NaN propagate through any order
   of additions), and a kernel that saw any returns nothing; NaN and Inf then
   take the numpy path, which is exact for them, so the loops never test for NaN.
-- **The histogram needs no log**: the top bits of a value (exponent and four
-  mantissa bits: 1/16 octave, narrower than the 10% between edges) pick a
-  candidate bucket from a table, and one integer comparison with the bit
-  pattern of the next edge corrects it. The edges are the smallest values
-  with ``floor(ln|x| / ln 1.1) >= k`` in float64, the reference definition,
-  so every value lands exactly where it says, at powers of 1.1 too. Four
-  interleaved sub-histograms keep a run of equal values (the zeros of a
-  ReLU) from waiting on its own increments.
+- **The histogram needs no log**: the top bits of a value (sign, exponent and
+  four mantissa bits: 1/16 octave, narrower than the 10% between edges) pick
+  a table entry that packs the bucket of the key's smallest value with the
+  offset of the one edge that may fall inside the key; added to the value's
+  bits it carries into the next bucket exactly from that edge on, so a value
+  costs one load, one add and two shifts, either sign (negative values count
+  in a mirrored half of the counts). The edges are the smallest values with
+  ``floor(ln|x| / ln 1.1) >= k`` in float64, the reference definition, so
+  every value lands exactly where it says, at powers of 1.1 too; the table
+  is checked against that search as it is built. Four interleaved
+  sub-histograms keep a run of equal values (the zeros of a ReLU) from
+  waiting on its own increments; and where a sample of a float32 piece is
+  a quarter or more zeros (a ReLU's output), AVX2 packs its other values
+  first and the zeros are counted at once.
 
 ``NNHEALTH_KERNELS=0`` switches the kernels off (numpy computes the same).
 """
@@ -37,22 +43,68 @@ import numpy as np
 from . import histogram as H
 from .kinds import KINDS, SATURATION_DERIVATIVE
 
+#: count slots of each sign: zero, then the K magnitude buckets (NaN and Inf land in the last)
+SLOTS = H.K + 1
 
-def _tables(dtype) -> tuple[np.ndarray, np.ndarray, int]:
-    """(table, edges, shift) of the histogram for a float type. A value's slot is 0 for zero, else
-    1 + its bucket offset; ``edges[v]`` is the bit pattern of slot v's smallest value (the last one
-    above every bit pattern without the sign), and ``table[bits >> shift]`` the slot of the smallest
-    value with those top bits."""
+
+def _slot_edges(dtype) -> np.ndarray:
+    """``edges[v]``: the bit pattern of slot v's smallest magnitude (slot 0 holds zero, slot 1 + k
+    magnitude bucket K_MIN + k); the last, one past every pattern without the sign (NaN's too),
+    closes slot K."""
     bits = np.dtype(np.uint32 if dtype == np.float32 else np.uint64)
-    top = np.iinfo(bits).max >> 1
     edges = np.empty(H.K + 2, dtype=np.uint64)
-    edges[0], edges[1], edges[-1] = 0, 1, top + 1  # the last above every magnitude, NaN's too
+    edges[0], edges[1], edges[-1] = 0, 1, (np.iinfo(bits).max >> 1) + 1
     edges[2:-1] = H.lower_edges(dtype).view(bits)
+    return edges
+
+
+def _slot_index(dtype, patterns: np.ndarray) -> np.ndarray:
+    """The count index of each bit pattern (uint64 holding the type's bits) by search: its slot,
+    plus SLOTS when the sign is set."""
+    width = np.dtype(dtype).itemsize * 8
+    sign = patterns >> np.uint64(width - 1)
+    slot = np.searchsorted(_slot_edges(dtype), patterns & np.uint64((1 << (width - 1)) - 1), side="right") - 1
+    return slot + SLOTS * sign.astype(np.int64)
+
+
+def _decode(table: np.ndarray, shift: int, patterns: np.ndarray) -> np.ndarray:
+    """What the C loop computes of each pattern: ``(table[b >> shift] + b) >> shift``, wrapping."""
+    width = table.dtype.itemsize * 8
+    b = patterns.astype(np.uint64)
+    total = (table[b >> np.uint64(shift)].astype(np.uint64) + b) & np.uint64((1 << width) - 1)
+    return (total >> np.uint64(shift)).astype(np.int64)
+
+
+def _tables(dtype) -> tuple[np.ndarray, int]:
+    """(table, shift) of the histogram for a float type: for a value with bit pattern b,
+    ``(table[b >> shift] + b) >> shift`` in the unsigned integer of the type's width (wrapping) is
+    its count index, the slot plus SLOTS when the sign is set.
+
+    A key (sign, exponent and four mantissa bits) spans 1/16 octave, at most 17/16 wide, less than
+    the ratio 1.1 between edges, so at most one edge falls inside it. Its entry holds the index of
+    the key's smallest value above ``shift``, and below it, when an edge falls inside at offset t,
+    2**shift - t: adding the value's offset carries into the index from the edge on. Less
+    ``key << shift``, the entry takes the whole bit pattern, no mask. Every key is checked at its
+    ends and on both sides of its edge against the search: as both step at most once within a key,
+    every bit pattern lands where the reference says, NaN and Inf within the counts."""
+    edges = _slot_edges(dtype)
+    width = np.dtype(dtype).itemsize * 8
     shift = np.finfo(dtype).nmant - 4
-    keys = np.arange((top >> shift) + 1, dtype=np.uint64) << np.uint64(shift)
-    table = 1 + np.searchsorted(edges[2:-1], keys, side="right")
-    table[0] = 0  # key 0 holds zero and subnormals: edges[1] = 1 sends all but zero to slot 1
-    return table.astype(np.uint16), edges, int(shift)
+    span = np.uint64(1 << shift)
+    keys = np.arange(1 << (width - shift), dtype=np.uint64)
+    start = keys << np.uint64(shift)  # each key's first bit pattern
+    index = _slot_index(dtype, start)
+    slot = index % SLOTS
+    edge = edges[slot + 1] - (start & np.uint64((1 << (width - 1)) - 1))  # the next edge's offset: > 0
+    inside = edge < span
+    low = np.where(inside, span - np.minimum(edge, span), np.uint64(0))
+    table = ((index.astype(np.uint64) << np.uint64(shift)) + low - start) & np.uint64((1 << width) - 1)
+    table = table.astype(np.uint32 if width == 32 else np.uint64)
+    for offset in (np.zeros_like(edge), np.where(inside, edge - np.uint64(1), 0), np.where(inside, edge, 0),
+                   np.full_like(edge, span - np.uint64(1))):
+        if not np.array_equal(_decode(table, shift, start + offset), _slot_index(dtype, start + offset)):
+            raise AssertionError("histogram table: a key spans two edges")  # not with ratio 1.1
+    return table, int(shift)
 
 
 #: saturation code of each kind's test (0: none); thresholds as kinds.py writes them
@@ -72,7 +124,7 @@ class Kernels:
 
     def __init__(self, module):
         self._c = module
-        self._hist = {np.dtype(t): _tables(t) for t in (np.float32, np.float64)}
+        self._hist = {}  # dtype: (table, shift), built on first use (float64's: 512 KiB)
 
     def activation(self, a3: np.ndarray, kind, hist: bool, per_unit: bool, moments: bool, size: int):
         """The packed vector (``samples`` left 0) of the C-contiguous float (outer, units, inner) array
@@ -82,10 +134,13 @@ class Kernels:
         if got is None:
             return None
         code, threshold = got  # cast to the data's type by the kernel, as numpy casts it
-        table, edges, shift = self._hist[a3.dtype]
+        got = self._hist.get(a3.dtype)
+        if got is None:
+            got = self._hist[a3.dtype] = _tables(a3.dtype)
+        table, shift = got
         out = np.empty(size)
         finite = self._c.activation(a3.reshape(-1), a3.itemsize, a3.shape[1], a3.shape[2], per_unit, code, 0.0, 1.0,
-                                    threshold, table, edges, shift, hist, moments, out)
+                                    threshold, table, shift, SLOTS, hist, moments, out)
         return out if finite else None
 
     def columns(self, a: np.ndarray, extremes: bool) -> tuple:
