@@ -110,13 +110,13 @@ class GradientWatch:
 
     # -- around optimizer.step() ------------------------------------------------------------
     def _before(self, optimizer, args, kwargs):
+        self._snapshot = None
+        mon = self.ctx.monitor
+        if not mon.sampled:  # first: this runs on every step
+            return None
         closure = kwargs.get("closure", args[0] if args else None)
         if callable(closure):  # step(closure) (Lightning, LBFGS): gradients exist once it has run
             return _read_after_closure(self, optimizer, args, kwargs, closure)
-        self._snapshot = None
-        mon = self.ctx.monitor
-        if not mon.sampled:
-            return None
         self.ctx.check_forward_seen()
         params, names = self._with_grad()
         if not params:

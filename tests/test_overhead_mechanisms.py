@@ -452,3 +452,20 @@ def test_a_non_finite_or_rising_loss_is_judged_at_once():
         mon.step(step, loss=loss)
     assert mon.should_stop and mon._findings[-1].symptom == "loss-nan" and mon._findings[-1].step == 2
     mon.close()
+
+
+@pytest.mark.parametrize("loss", [torch.tensor(1.25), torch.tensor(1.25, dtype=torch.float16),
+                                  torch.tensor(1.25, dtype=torch.bfloat16), torch.tensor(1.25, dtype=torch.float64),
+                                  torch.tensor(3), torch.tensor(True), torch.tensor([1.25, 9.0]),
+                                  torch.tensor(1.25, requires_grad=True) * 1, 1.25, 3, np.float32(1.25)],
+                         ids=["f32", "f16", "bf16", "f64", "int", "bool", "1-d", "grad", "float", "int-py", "np"])
+def test_an_unsampled_loss_is_read_as_on_a_sampled_step(loss):
+    """Unsampled steps read a 0-d CPU tensor in one call (their fast path): the same number as the
+    general path, which sampled steps and metrics take."""
+    mon = Monitor(every=2, console=False, strict=True)
+    mon.step(0, loss=loss, val_loss=loss)  # a metric: the general path
+    mon.step(1, loss=loss)                 # unsampled, the loss alone: the fast path
+    mon.step(2, loss=loss)                 # sampled
+    want = mon.history.values(None, "val_loss").tolist()
+    assert mon.history.values(None, "loss").tolist() == want * 3
+    mon.close()
