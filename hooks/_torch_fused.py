@@ -35,9 +35,15 @@ CHUNK = 1 << 24
 _POWSUM = getattr(torch, "_foreach_powsum", None)
 
 
+#: tensor types reduced as they are (subclasses may redefine the reductions: they are summarised)
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+#: the types the host kernels read
+_HOST_FLOATS = (torch.float32, torch.float64)
+
+
 def _fusable(x: torch.Tensor) -> bool:
-    return (x.layout == torch.strided and x.is_floating_point() and x.numel() > 0
-            and type(x) in (torch.Tensor, torch.nn.Parameter))
+    """Checked per tensor on every sampled step (hundreds of them in a large model): cheap tests first."""
+    return type(x) in _PLAIN and x.layout == torch.strided and x.is_floating_point() and x.numel() > 0
 
 
 def _chunks(tensors: list) -> list[list[int]]:
@@ -110,34 +116,37 @@ HOST_CHUNK = 1 << 17
 
 
 def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str, np.ndarray]:
-    """CPU float32/float64: numpy views of the tensors (no copy), read a cache-sized piece at a time:
-    by the compiled kernel (every field in one pass) when there is one, by numpy otherwise and for
-    tensors holding NaN or Inf. When the sum of squares is finite, so is every value, and the
-    non-finite count is 0 without a pass of its own (on the CPU reading that number waits for
-    nothing); otherwise it is counted. ``copies``: buffers the tensors are also copied into, by the
-    kernel in the same pass where both are contiguous."""
+    """CPU float32/float64 (one type): numpy views of the tensors (no copy), each read a cache-sized
+    piece at a time, every field in one pass, by one call of the compiled kernel for the whole list
+    when there is one; by numpy otherwise, and for tensors holding NaN or Inf. When the sum of
+    squares is finite, so is every value, and the non-finite count is 0 without a pass of its own
+    (on the CPU reading that number waits for nothing); otherwise it is counted. ``copies``:
+    buffers the tensors are also copied into, by the kernel in the same pass."""
     n = len(tensors)
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
-    extremes = "min" in cols or "max" in cols
     kernels = compiled.kernels()
-    for i, x in enumerate(tensors):
-        a = x.numpy().reshape(-1)
-        into = copies[i] if copies is not None else None
-        if into is not None and kernels is not None and into.is_contiguous() and x.is_contiguous():
-            got = kernels.columns_copying(a, into.numpy().reshape(-1), extremes)
-        else:
-            if into is not None:
-                into.copy_(x)
-            got = kernels.columns(a, extremes) if kernels is not None else None
-        if got is None or not got[0]:
-            with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
-                got = _numpy_columns(a, cols)
-        _, sumsq, total, abssum, lo, hi = got
-        cols["sumsq"][i] = sumsq
-        cols["nonfinite"][i] = 0.0 if math.isfinite(sumsq) else a.size - np.count_nonzero(np.isfinite(a))
-        for name, value in (("sum", total), ("abssum", abssum), ("min", lo), ("max", hi)):
-            if name in cols:
-                cols[name][i] = value
+    arrays = [_flat(x) for x in tensors]
+    if kernels is None:
+        if copies is not None:
+            torch._foreach_copy_(copies, tensors)
+        rows = np.full((n, 5), np.nan)
+    else:
+        into = None if copies is None else [c.numpy() if c.is_contiguous() else None for c in copies]
+        rows = kernels.columns(arrays, into)
+        if into is not None and any(view is None for view in into):  # not contiguous: copied here
+            for c, x, view in zip(copies, tensors, into):
+                if view is None:
+                    c.copy_(x)
+    cols["nonfinite"][:] = 0.0
+    for i in np.flatnonzero(~np.isfinite(rows[:, :3]).all(axis=1)).tolist():  # NaN or Inf: numpy measures
+        a = arrays[i].reshape(-1)
+        with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
+            rows[i] = _numpy_columns(a, cols)[1:]
+        if not math.isfinite(rows[i, 0]):
+            cols["nonfinite"][i] = a.size - np.count_nonzero(np.isfinite(a))
+    for name, at in (("sumsq", 0), ("sum", 1), ("abssum", 2), ("min", 3), ("max", 4)):
+        if name in cols:
+            cols[name][:] = rows[:, at]
     return cols
 
 
@@ -182,7 +191,7 @@ def _host_rows(numel: np.ndarray, cols: dict) -> np.ndarray:
 def _on_host(x: torch.Tensor) -> bool:
     """Float32/float64 CPU memory that numpy can view: reduced by the host kernels, rows kept as numpy
     arrays (already where the rules read them: no torch op per row, no copy at the step's end)."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    return x.is_cpu and x.dtype in _HOST_FLOATS
 
 
 def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
@@ -261,9 +270,10 @@ def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -
     out: list = [None] * len(tensors)
     groups: dict = {}
     for i, x in enumerate(tensors):
-        x = x.detach()
+        if x.requires_grad:
+            x = x.detach()
         if _fusable(x):
-            groups.setdefault((x.device, x.dtype), []).append((i, x))
+            groups.setdefault((x.get_device(), x.dtype), []).append((i, x))
         else:
             out[i] = summarize(x, "linear")[1]
             if copies is not None:
@@ -283,17 +293,20 @@ def difference_rows(before: list, after: list) -> list:
     a time), never written whole; its sign is irrelevant, since only its norm is measured."""
     out: list = [None] * len(before)
     host = [i for i, (b, a) in enumerate(zip(before, after))
-            if _on_host(b) and _fusable(b)
-            and a.dtype == b.dtype and a.shape == b.shape and _fusable(a)]
+            if _on_host(b) and a.dtype == b.dtype and _fusable(b) and _fusable(a) and a.shape == b.shape]
     if host:
         kernels = compiled.kernels()
+        b = [_flat(before[i]) for i in host]
+        a = [_flat(after[i]) for i in host]
         sumsq = np.empty(len(host))
-        nonfinite = np.empty(len(host))
-        for j, i in enumerate(host):
-            b, a = before[i].numpy().reshape(-1), after[i].numpy().reshape(-1)
-            total = kernels.difference(a, b) if kernels is not None else _numpy_difference(a, b)
-            sumsq[j] = total
-            nonfinite[j] = 0.0 if math.isfinite(total) else _count_nonfinite_difference(a, b)
+        for dtype in {x.dtype for x in a}:  # one kernel call per type
+            at = [j for j, x in enumerate(a) if x.dtype == dtype]
+            pairs = [a[j] for j in at], [b[j] for j in at]
+            sumsq[at] = (kernels.difference(*pairs) if kernels is not None
+                         else list(map(_numpy_difference, *pairs)))
+        nonfinite = np.zeros(len(host))
+        for j in np.flatnonzero(~np.isfinite(sumsq)).tolist():
+            nonfinite[j] = _count_nonfinite_difference(a[j], b[j])
         numel = np.array([before[i].numel() for i in host], dtype=np.float64)
         rows = _host_rows(numel, {"sumsq": sumsq, "nonfinite": nonfinite})
         for i, row in zip(host, rows):
@@ -306,6 +319,12 @@ def difference_rows(before: list, after: list) -> list:
         for i, row in zip(rest, header_rows(diffs, NORM)):
             out[i] = row
     return out
+
+
+def _flat(x: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's values as a flat numpy array in row-major order: a view, unless the tensor is not
+    contiguous (then a contiguous copy)."""
+    return x.numpy().reshape(-1)
 
 
 def _numpy_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -314,24 +314,63 @@ def test_read_only_and_header_only():
 def test_columns_and_difference_equal_float64_sums(jit, dtype, n):
     rng = np.random.default_rng(n)
     a, b = (rng.standard_normal(n) * 10).astype(dtype), (rng.standard_normal(n) * 10).astype(dtype)
-    finite, sumsq, total, abssum, lo, hi = jit.columns(a, True)
+    ((sumsq, total, abssum, lo, hi),) = jit.columns([a])
     f = a.astype(np.float64)
     eps = 1e-5 if dtype == np.float32 else 1e-12
-    assert finite and (lo, hi) == (f.min(), f.max())
+    assert (lo, hi) == (f.min(), f.max())
     assert sumsq == pytest.approx((f * f).sum(), rel=eps)
     assert abssum == pytest.approx(np.abs(f).sum(), rel=eps)
     assert abs(total - f.sum()) <= eps * np.abs(f).sum()
     d = (a - b).astype(np.float64)  # the difference rounded to the data type, as the kernel makes it
-    assert jit.difference(a, b) == pytest.approx((d * d).sum(), rel=eps)
-    assert jit.columns(a, False)[4:] == (math.inf, -math.inf)
+    assert jit.difference([a], [b])[0] == pytest.approx((d * d).sum(), rel=eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_call_measures_a_list_and_copies_it(jit, dtype):
+    """Rows of a list of arrays of different sizes and shapes are those of each alone; copies are
+    filled as the arrays are read (None: not copied)."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape in [(7,), (300, 11), (4096,), (2, 3, 5)]]
+    copies = [np.zeros_like(arrays[0]), None, np.zeros_like(arrays[2]), np.zeros_like(arrays[3])]
+    rows = jit.columns(arrays, copies)
+    assert rows.shape == (4, 5)
+    for x, row in zip(arrays, rows):
+        assert row.tolist() == jit.columns([x])[0].tolist()
+    for x, c in zip(arrays, copies):
+        assert c is None or np.array_equal(c, x)
+    totals = jit.difference(arrays, [x[::-1].copy() for x in arrays])
+    assert totals.tolist() == [jit.difference([x], [x[::-1].copy()])[0] for x in arrays]
+    assert jit.columns([]).shape == (0, 5) and jit.difference([], []).shape == (0,)
+
+
+def test_bad_lists_are_refused_with_a_message(jit):
+    a32, a64 = np.ones(8, np.float32), np.ones(8, np.float64)
+    with pytest.raises(ValueError, match="one type"):
+        jit.columns([a32, a64])
+    with pytest.raises(ValueError, match="one type"):
+        jit.columns([np.ones(8, np.int32)])
+    with pytest.raises(ValueError, match="another type"):
+        jit.columns([a32], [a64[:4]])
+    with pytest.raises(ValueError, match="bytes"):
+        jit.columns([a32], [np.ones(9, np.float32)])
+    with pytest.raises(ValueError):
+        jit.difference([a32], [np.ones(9, np.float32)])
+    with pytest.raises(ValueError, match="one type"):
+        jit.difference([a32], [a64])
+    with pytest.raises((ValueError, BufferError)):
+        jit.columns([a32[::2]])  # not contiguous
+    read_only = np.zeros(8, np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        jit.columns([a32], [read_only])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_columns_and_difference_report_non_finite_data(jit, bad):
     a = np.ones(10000, np.float32)
     a[7777] = bad
-    assert not jit.columns(a, True)[0]
-    assert not math.isfinite(jit.difference(a, np.zeros_like(a)))
+    assert not np.isfinite(jit.columns([a])[0, :3]).all()
+    assert not math.isfinite(jit.difference([a], [np.zeros_like(a)])[0])
 
 
 def test_fused_rows_are_the_same_with_and_without_the_kernels(monkeypatch):

@@ -476,81 +476,193 @@ width_of(Py_buffer *b, int width, const char *what)
     return 0;
 }
 
+/* releases the buffers of views[0..n) that were taken (obj set) */
+static void
+release_buffers(Py_buffer *views, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (views != NULL && views[i].obj != NULL) {
+            PyBuffer_Release(&views[i]);
+        }
+    }
+}
+
+/* The buffers of the items of a sequence, C-contiguous (writable ones when asked), each a whole number of
+ * width-byte values, and of sizes[i] bytes where sizes is given; None items are left untaken (obj NULL)
+ * where none_ok. Returns 0, or -1 with an error set and every buffer it took released. */
+static int
+take_buffers(PyObject *seq, Py_buffer *views, Py_ssize_t n, int width, int writable, const Py_ssize_t *sizes,
+             int none_ok, const char *what)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        views[i].obj = NULL;
+        views[i].buf = NULL;
+        if (item == Py_None && none_ok) {
+            continue;
+        }
+        int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+        int taken = PyObject_GetBuffer(item, &views[i], flags) == 0;
+        if (!taken || width_of(&views[i], width, what) < 0 || (sizes && views[i].len != sizes[i])) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_ValueError, "%s: item %zd has %zd bytes, expected %zd", what, i, views[i].len,
+                             sizes[i]);
+            }
+            if (taken) {
+                PyBuffer_Release(&views[i]);
+            }
+            views[i].obj = NULL;
+            release_buffers(views, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(columns_doc,
-"columns(a, width, out=None) -> (sum of squares, sum, sum of |x|, min, max)\n\n"
-"Of the contiguous float buffer a (width 4: float32, 8: float64); copies a into out when given.\n"
-"NaN shows in the sums only (it never wins a comparison).");
+"columns(arrays, width, out, copies=None)\n\n"
+"For each contiguous float buffer of the sequence arrays (all of width 4: float32, or 8: float64), its\n"
+"(sum of squares, sum, sum of |x|, min, max) into row i of out, a writable float64 buffer of\n"
+"5 * len(arrays) numbers; with copies (a sequence as long, of buffers the size of each array, or None),\n"
+"each array is also copied into its buffer as it is read. NaN shows in the sums only (it never wins a\n"
+"comparison). One call for a whole list: a tensor costs no Python of its own.");
 
 static PyObject *
 columns(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer a, out = {0};
+    PyObject *arrays, *copies = Py_None, *result = NULL;
+    Py_buffer out;
     int width;
-    PyObject *into = Py_None;
-    if (!PyArg_ParseTuple(args, "y*i|O", &a, &width, &into)) {
+    if (!PyArg_ParseTuple(args, "Oiw*|O", &arrays, &width, &out, &copies)) {
         return NULL;
     }
-    if (width_of(&a, width, "columns") < 0) {
-        PyBuffer_Release(&a);
-        return NULL;
+    PyObject *seq = PySequence_Fast(arrays, "columns: arrays must be a sequence");
+    PyObject *into = copies == Py_None ? NULL : PySequence_Fast(copies, "columns: copies must be a sequence");
+    Py_buffer *views = NULL, *targets = NULL;
+    Py_ssize_t *sizes = NULL, n = 0, taken = 0, targeted = 0;
+    if (seq == NULL || (copies != Py_None && into == NULL)) {
+        goto done;
     }
-    if (into != Py_None) {
-        if (PyObject_GetBuffer(into, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
-            PyBuffer_Release(&a);
-            return NULL;
-        }
-        if (out.len != a.len) {
-            PyErr_SetString(PyExc_ValueError, "columns: out must have the size of a");
-            PyBuffer_Release(&a);
-            PyBuffer_Release(&out);
-            return NULL;
-        }
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (out.len != 5 * n * (Py_ssize_t)sizeof(double) || (into && PySequence_Fast_GET_SIZE(into) != n)) {
+        PyErr_SetString(PyExc_ValueError, "columns: out must hold 5 numbers per array, copies one per array");
+        goto done;
     }
-    double s = 0, q = 0, m = 0, lo, hi;
-    Py_ssize_t n = a.len / width;
+    views = PyMem_Calloc(n ? 2 * n : 1, sizeof(Py_buffer));
+    sizes = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (views == NULL || sizes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    targets = views + n;
+    if (take_buffers(seq, views, n, width, 0, NULL, 0, "columns") < 0) {
+        goto done;
+    }
+    taken = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = views[i].len;
+    }
+    if (into) {
+        if (take_buffers(into, targets, n, width, 1, sizes, 1, "columns copies") < 0) {
+            goto done;
+        }
+        targeted = n;
+    }
+    double *rows = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
-    if (width == 4) {
-        columns_f((const float *)a.buf, n, (float *)out.buf, &s, &q, &m, &lo, &hi);
-    } else {
-        columns_d((const double *)a.buf, n, (double *)out.buf, &s, &q, &m, &lo, &hi);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double s = 0, q = 0, m = 0, lo, hi;
+        void *copy = into ? targets[i].buf : NULL;
+        if (width == 4) {
+            columns_f((const float *)views[i].buf, views[i].len / 4, (float *)copy, &s, &q, &m, &lo, &hi);
+        } else {
+            columns_d((const double *)views[i].buf, views[i].len / 8, (double *)copy, &s, &q, &m, &lo, &hi);
+        }
+        double *row = rows + 5 * i;
+        row[0] = q;
+        row[1] = s;
+        row[2] = m;
+        row[3] = lo;
+        row[4] = hi;
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&a);
-    if (out.buf) {
-        PyBuffer_Release(&out);
-    }
-    return Py_BuildValue("(ddddd)", q, s, m, lo, hi);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_buffers(views, taken);
+    release_buffers(targets, targeted);
+    PyMem_Free(views);
+    PyMem_Free(sizes);
+    Py_XDECREF(seq);
+    Py_XDECREF(into);
+    PyBuffer_Release(&out);
+    return result;
 }
 
 PyDoc_STRVAR(difference_doc,
-"difference(a, b, width) -> sum of (a - b)^2\n\nOf two contiguous float buffers of one size and type.");
+"difference(a, b, width, out)\n\n"
+"Sum of (a[i] - b[i])^2 into out[i] (a writable float64 buffer of len(a) numbers) for two sequences of\n"
+"contiguous float buffers, pairwise of one size, all of one type.");
 
 static PyObject *
 difference(PyObject *self, PyObject *args)
 {
     (void)self;
-    Py_buffer a, b;
+    PyObject *first, *second, *result = NULL;
+    Py_buffer out;
     int width;
-    if (!PyArg_ParseTuple(args, "y*y*i", &a, &b, &width)) {
+    if (!PyArg_ParseTuple(args, "OOiw*", &first, &second, &width, &out)) {
         return NULL;
     }
-    if (width_of(&a, width, "difference") < 0 || a.len != b.len) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "difference: a and b must have one size");
-        }
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        return NULL;
+    PyObject *a = PySequence_Fast(first, "difference: a must be a sequence");
+    PyObject *b = a ? PySequence_Fast(second, "difference: b must be a sequence") : NULL;
+    Py_buffer *views = NULL;
+    Py_ssize_t *sizes = NULL, n = 0, taken = 0, taken_b = 0;
+    if (a == NULL || b == NULL) {
+        goto done;
     }
-    double total;
+    n = PySequence_Fast_GET_SIZE(a);
+    if (PySequence_Fast_GET_SIZE(b) != n || out.len != n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "difference: a and b must be as long, out hold a number per pair");
+        goto done;
+    }
+    views = PyMem_Calloc(n ? 2 * n : 1, sizeof(Py_buffer));
+    sizes = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (views == NULL || sizes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (take_buffers(a, views, n, width, 0, NULL, 0, "difference") < 0) {
+        goto done;
+    }
+    taken = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = views[i].len;
+    }
+    if (take_buffers(b, views + n, n, width, 0, sizes, 0, "difference") < 0) {
+        goto done;
+    }
+    taken_b = n;
+    double *totals = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
-    total = width == 4 ? difference_f((const float *)a.buf, (const float *)b.buf, a.len / 4)
-                       : difference_d((const double *)a.buf, (const double *)b.buf, a.len / 8);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const void *x = views[i].buf, *y = views[n + i].buf;
+        totals[i] = width == 4 ? difference_f((const float *)x, (const float *)y, views[i].len / 4)
+                               : difference_d((const double *)x, (const double *)y, views[i].len / 8);
+    }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&b);
-    return PyFloat_FromDouble(total);
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    release_buffers(views, taken);
+    release_buffers(views ? views + n : NULL, taken_b);
+    PyMem_Free(views);
+    PyMem_Free(sizes);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    PyBuffer_Release(&out);
+    return result;
 }
 
 PyDoc_STRVAR(activation_doc,

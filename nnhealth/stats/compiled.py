@@ -143,29 +143,35 @@ class Kernels:
                                     threshold, table, shift, SLOTS, hist, moments, out)
         return out if finite else None
 
-    def columns(self, a: np.ndarray, extremes: bool) -> tuple:
-        """(finite, sumsq, sum, abssum, min, max) of flat float ``a``; min and max only when
-        ``extremes`` and the data is finite, +-inf otherwise."""
-        return self._finish(extremes, *self._c.columns(a, a.itemsize))
+    def columns(self, arrays: list, copies: list | None = None) -> np.ndarray:
+        """Rows (sum of squares, sum, sum of |x|, min, max), float64, of the C-contiguous float arrays
+        ``arrays`` (all of one type), in one call; with ``copies`` (as many arrays of the same types
+        and sizes, or None), each array is also copied into its own as it is read. A row of data
+        holding NaN or Inf has sums that are not finite (its min and max then mean nothing)."""
+        out = np.empty((len(arrays), 5))
+        if arrays:
+            dtype = _one_float_type(arrays)
+            if copies is not None and any(c is not None and c.dtype != dtype for c in copies):
+                raise ValueError(f"copy of {dtype} values into a buffer of another type")
+            self._c.columns(arrays, dtype.itemsize, out, copies)
+        return out
 
-    def columns_copying(self, a: np.ndarray, out: np.ndarray, extremes: bool) -> tuple:
-        """:meth:`columns` of ``a``, copying it into ``out`` (flat, same type and size) as it reads it."""
-        if out.dtype != a.dtype:
-            raise ValueError(f"copy of {a.dtype} values into a {out.dtype} buffer")
-        return self._finish(extremes, *self._c.columns(a, a.itemsize, out))
+    def difference(self, a: list, b: list) -> np.ndarray:
+        """Sum of (a[i] - b[i])^2 for each pair of C-contiguous float arrays of one type and size."""
+        out = np.empty(len(a))
+        if a:
+            dtype = _one_float_type(a)
+            if _one_float_type(b) != dtype:
+                raise ValueError("difference of arrays that are not of one type")
+            self._c.difference(a, b, dtype.itemsize, out)
+        return out
 
-    @staticmethod
-    def _finish(extremes: bool, sumsq: float, total: float, abssum: float, lo: float, hi: float) -> tuple:
-        finite = math.isfinite(sumsq) and math.isfinite(total) and math.isfinite(abssum)
-        if not (extremes and finite):
-            lo, hi = math.inf, -math.inf
-        return finite, sumsq, total, abssum, lo, hi
 
-    def difference(self, a: np.ndarray, b: np.ndarray) -> float:
-        """Sum of (a - b)^2 of flat float arrays of one type and size."""
-        if a.dtype != b.dtype:
-            raise ValueError(f"difference of {a.dtype} and {b.dtype} values")
-        return self._c.difference(a, b, a.itemsize)
+def _one_float_type(arrays: list) -> np.dtype:
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64) or any(x.dtype != dtype for x in arrays):
+        raise ValueError(f"the kernels take arrays of one type, float32 or float64 (got {dtype} first)")
+    return dtype
 
 
 _UNSET = object()
