@@ -273,7 +273,7 @@ def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -
         if x.requires_grad:
             x = x.detach()
         if _fusable(x):
-            groups.setdefault((x.get_device(), x.dtype), []).append((i, x))
+            groups.setdefault((None if x.is_cpu else x.device, x.dtype), []).append((i, x))  # CPU: no device object
         else:
             out[i] = summarize(x, "linear")[1]
             if copies is not None:
