@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from benchmarks.overhead_engine import engine_ms_per_step, long_run_memory  # noqa: E402
 from benchmarks.overhead_timing import interleaved, median_ratio, peak_memory  # noqa: E402
-from benchmarks.overhead_workloads import VARIANTS, WORKLOADS  # noqa: E402
+from benchmarks.overhead_workloads import CONTROL, VARIANTS, WORKLOADS  # noqa: E402
 
 #: variant -> the most it may cost, as a ratio to the plain loop (None: measured for comparison)
 TARGETS = {"nnhealth (defaults)": 1.02, "nnhealth every=1": 1.2}
@@ -93,6 +93,8 @@ def memory_section(devices, args, root, timing: dict) -> None:
                                            "clock": "cpu", "rows": {}})["rows"]
             _say(f"peak memory {key}: one process per variant, {args.memory_steps} steps")
             for v in VARIANTS:
+                if v == CONTROL:  # the same loop as plain: its timing is the point, not its memory
+                    continue
                 row = rows.setdefault(v, {})
                 row["peak_mib"] = peak_memory(workload, v, device, args.memory_steps, root)
                 if device == "cpu":
@@ -155,6 +157,10 @@ def render(results: dict) -> tuple[str, bool]:
             ms = f"{row['ms_per_step']:.2f}" if "ms_per_step" in row else "-"
             goal = f"<= {target:.2f}x {verdict}" if target and ratio is not None else ""
             lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14} {held_text:>14}  {goal}")
+        control = section["rows"].get(CONTROL, {}).get(f"ratio_{clock}")
+        if control is not None:
+            lines.append(f"  {CONTROL}: the plain loop again; {control:.3f}x is this run's noise floor "
+                         f"(about {100 * abs(control - 1):.1f}% either way)")
         if plain_peak is not None:
             lines.append("  peak MiB: the most memory a process running only that variant added while training "
                          "(resident set; device memory on CUDA); in brackets, the difference to plain")

@@ -9,6 +9,9 @@ batches and whatever watches it, advanced one training step at a time by
 The variants:
 
 - ``plain``: the loop alone;
+- ``plain, second copy``: the same loop again, built the same way: what its ratio to ``plain`` is
+  other than 1.000x is the noise of the run (a shared machine, where the two instances' memory
+  lands), the resolution of every other ratio in the table;
 - ``nnhealth``: ``Monitor(logdir)`` with its defaults, ``mon.watch(model, opt)``;
 - ``nnhealth every=1``: every step sampled, histograms included;
 - ``add_histogram every=1`` / ``every=10``: what users write by hand today,
@@ -155,9 +158,12 @@ def _naive_hooks(run: Run) -> Run:
     return run
 
 
+#: a second plain loop: the noise floor of the comparison
+CONTROL = "plain, second copy"
 #: variant name -> how to set it up (workload, device, logdir) -> Run
 VARIANTS: dict[str, Callable] = {
     "plain": lambda w, d, logdir: _base(w, d, "plain"),
+    CONTROL: lambda w, d, logdir: _base(w, d, CONTROL),
     "nnhealth (defaults)": lambda w, d, logdir: _nnhealth(_base(w, d, "nnhealth (defaults)"), logdir),
     "nnhealth every=1": lambda w, d, logdir: _nnhealth(_base(w, d, "nnhealth every=1"), logdir, every=1),
     "add_histogram every=1": lambda w, d, logdir: _add_histogram(_base(w, d, "add_histogram every=1"), logdir, 1),
