@@ -221,13 +221,18 @@ class ForwardWatch:
         return False
 
     def _dual(self, part, impl):
-        """A hook that runs ``impl`` guarded, and eagerly even when called from compiled code."""
+        """A hook that runs ``impl`` guarded, and eagerly even when called from compiled code. Outside
+        a sampled forward every hook has nothing to do, and says so in its own frame: the hooks run on
+        every forward of every step, one per activation module (hundreds in a large model)."""
         guarded = self.ctx.guard(part, impl)
         in_graph = eager(guarded)
+        mon = self.ctx.monitor
 
         def hook(*args):
             if is_compiling():
                 return in_graph(*args)
+            if self.capture is None and not mon.sampled:
+                return None
             return guarded(*args)
 
         return hook
