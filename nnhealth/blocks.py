@@ -80,6 +80,12 @@ class RoleBlock:
         self.unit_ring = UnitRing(window) if units else None
         #: what was derived from the arrays since the last record
         self._cache: dict = {}
+        #: the summaries (update ratios) every layer has recorded, when all have as many (the usual step:
+        #: their latest ones then share ring slots); None when they differ
+        self._common: int | None = 0
+        self._rcommon: int | None = 0
+        #: the window sizes once every window is full
+        self._full = np.zeros(0, dtype=np.int64)
         self._ratios = ratios
         if ratios:
             self.rring = np.zeros((window, 0))
@@ -150,10 +156,12 @@ class RoleBlock:
             self.ring[slot, :n] = head
             self.steps[slot, :n] = step
             seen += 1
+            self._common = int(seen[0])
             self.latest_vectors[:] = self.vectors[slot][:n] = vectors
             self.latest_layouts[:] = self.layouts[slot][:n] = layouts
             slots = np.full(n, slot)
         else:
+            self._common = None
             seen = self.seen[cols]
             slots = seen % self.window
             for i in np.flatnonzero(seen == 0).tolist():  # layers seen for the first time
@@ -166,13 +174,17 @@ class RoleBlock:
                 self.latest_vectors[j] = self.vectors[slot][j] = v
                 self.latest_layouts[j] = self.layouts[slot][j] = layout
         if self.unit_ring is not None:
-            self.unit_ring.record(cols, slots, *units)
+            self.unit_ring.record(cols, slots, *units, every=self._common is not None)
         if self._ratios and ratios is not None:
             has, values = ratios
             rcols = cols[has]
             rseen = self.rseen[rcols]
             self.rring[rseen % self.window, rcols] = values[has]
             self.rseen[rcols] = rseen + 1
+            every = self._common is not None and self._rcommon is not None and bool(has.all())
+            self._rcommon = self._rcommon + 1 if every else None
+        elif self._common is None:
+            self._rcommon = None  # new layers may have come, without ratios
         if self._moments:
             self._record_moments(cols, layouts, headers_only)
 
@@ -192,24 +204,66 @@ class RoleBlock:
         """Layer ``j``'s latest summary."""
         return Summary(self.latest_layouts[j], self.latest_vectors[j])
 
+    def _window_slots(self, j: int) -> list[int]:
+        """The ring slots of layer ``j``'s window, oldest first."""
+        seen = int(self.seen[j])
+        return [k % self.window for k in range(max(seen - self.window, 0), seen)]
+
     def column_window(self, j: int) -> list[tuple]:
         """(step, Summary) of layer ``j``'s window, oldest first."""
-        seen = int(self.seen[j])
-        slots = [k % self.window for k in range(max(seen - self.window, 0), seen)]
-        return [(int(self.steps[slot, j]), Summary(self.layouts[slot][j], self.vectors[slot][j])) for slot in slots]
+        return [(int(self.steps[slot, j]), Summary(self.layouts[slot][j], self.vectors[slot][j]))
+                for slot in self._window_slots(j)]
+
+    def window_moments(self, j: int) -> np.ndarray | None:
+        """Layer ``j``'s per-unit sums and sums of squares (one array, the sums first) added over its window
+        oldest first, as merging its summaries adds them; None when they do not all have one layout (a
+        merge cuts differing ones down first) with per-unit moments. Read-only."""
+        slots = self._window_slots(j)
+        if not slots:
+            return None
+        layout = self.layouts[slots[0]][j]
+        if not (layout.units and layout.moments) or any(self.layouts[slot][j] != layout for slot in slots[1:]):
+            return None
+        at = _WIDTH + NUM_BUCKETS * layout.hist + 2 * layout.units  # past the header, histogram, unit counts
+        part = slice(at, at + 2 * layout.units)
+        vectors = [self.vectors[slot][j][part] for slot in slots]
+        if len(vectors) == 1:
+            return vectors[0]
+        total = vectors[0] + vectors[1]
+        for v in vectors[2:]:
+            total += v
+        return total
 
     def window_size(self) -> np.ndarray:
-        """Summaries each layer's window holds."""
-        return np.minimum(self.seen[:self.n], self.window)
+        """Summaries each layer's window holds; read-only."""
+        out = self._cache.get("size")
+        if out is None:
+            if self._common is not None and self._common >= self.window:  # all full: kept from step to step
+                if len(self._full) != self.n:
+                    self._full = np.full(self.n, self.window)
+                    self._full.flags.writeable = False
+                out = self._full
+            else:
+                out = np.minimum(self.seen[:self.n], self.window)
+            self._cache["size"] = out
+        return out
 
     def window_header(self) -> np.ndarray:
         """Each layer's window merged into one header (sums added, extremes of the extremes); read-only."""
         out = self._cache.get("window")
         if out is None:
             ring = self.ring[:, :self.n]
-            out = self._cache["window"] = ring.sum(axis=0)
+            out = self._cache["window"] = self.window_sums().copy()
             out[:, MIN] = ring[:, :, MIN].min(axis=0)
             out[:, MAX] = ring[:, :, MAX].max(axis=0)
+        return out
+
+    def window_sums(self) -> np.ndarray:
+        """:meth:`window_header` but for the extremes (its MIN and MAX hold nothing meaningful): the rules
+        read the sums only; read-only."""
+        out = self._cache.get("sums")
+        if out is None:
+            out = self._cache["sums"] = np.add.reduce(self.ring[:, :self.n], axis=0)
         return out
 
     def window_units(self) -> np.ndarray:
@@ -217,7 +271,9 @@ class RoleBlock:
         (else 0: the window merges to no per-unit counts); read-only."""
         out = self._cache.get("units")
         if out is None:
-            out = self._cache["units"] = self.unit_ring.consistent(self.n, self.window_size())
+            ring = self.unit_ring
+            out = self._cache["units"] = (ring.units[:self.n] if ring.quiet >= self.window  # all, the usual case
+                                          else ring.consistent(self.n, self.window_size()))
         return out
 
     def count_units(self, part: int, threshold: float, above: bool = False) -> np.ndarray:
@@ -225,26 +281,40 @@ class RoleBlock:
         over) ``threshold`` of its window's samples; meaningful where :meth:`window_units` is not 0."""
         key = ("fractions", part)
         if key not in self._cache:  # per-unit window fractions, once per step and part
-            self._cache[key] = self.unit_ring.fractions(part, self.window_header()[:, SAMPLES])
+            self._cache[key] = self.unit_ring.fractions(part, self.window_sums()[:, SAMPLES])
         return self.unit_ring.count(self._cache[key], threshold, above, self.n)
 
-    def recent(self, points: int) -> tuple[np.ndarray, np.ndarray]:
-        """(headers of each layer's latest ``points`` summaries, newest first, NaN-padded: an
-        (n, points, len(HEADER)) array; how many each layer has). Needs ``points <= window``."""
-        return _recent(self.ring, self.seen[:self.n], points, self.window)
+    def recent(self, points: int) -> np.ndarray:
+        """The headers of each layer's latest ``points`` summaries, newest first, NaN where it has fewer: an
+        (n, points, len(HEADER)) array, read-only. Needs ``points <= window``."""
+        return _recent(self.ring, self.seen[:self.n], points, self.window, self._common)
 
-    def recent_ratios(self, points: int) -> tuple[np.ndarray, np.ndarray]:
-        """(each layer's latest ``points`` update ratios, newest first, NaN-padded; how many it has).
+    def with_ratios(self, cols: np.ndarray, points: int) -> np.ndarray:
+        """The layers among ``cols`` with at least ``points`` update ratios."""
+        if self._rcommon is not None:  # every layer has as many
+            return cols if self._rcommon >= points else cols[:0]
+        return cols[self.rseen[cols] >= points]
+
+    def recent_ratios(self, points: int) -> np.ndarray:
+        """Each layer's latest ``points`` update ratios, newest first, NaN where it has fewer; read-only.
         Needs ``points <= window``."""
-        return _recent(self.rring, self.rseen[:self.n], points, self.window)
+        return _recent(self.rring, self.rseen[:self.n], points, self.window, self._rcommon)
 
 
-def _recent(ring: np.ndarray, seen: np.ndarray, points: int, window: int):
+def _recent(ring: np.ndarray, seen: np.ndarray, points: int, window: int, common: int | None) -> np.ndarray:
+    """See :meth:`RoleBlock.recent`; ``common``: the count that every layer has in ``seen``, if known."""
+    n = len(seen)
+    if common is not None and common >= points:  # every layer's latest points are in the same slots
+        newest = (common - 1) % window
+        if newest >= points - 1:  # one run of slots: a view, no copy
+            out = ring[newest - points + 1:newest + 1, :n][::-1]
+        else:  # back from the newest to slot 0, then on from the last slot
+            out = np.concatenate((ring[newest::-1, :n], ring[window - 1:window - points + newest:-1, :n]))
+        return out.swapaxes(0, 1)
     back = np.arange(points)
-    out = ring[(seen[:, None] - 1 - back) % window, np.arange(len(seen))[:, None]]
-    have = np.minimum(seen, points)
-    out[back >= have[:, None]] = np.nan
-    return out, have
+    out = ring[(seen[:, None] - 1 - back) % window, np.arange(n)[:, None]]
+    out[back >= np.minimum(seen, points)[:, None]] = np.nan
+    return out
 
 
 class UnitRing:
@@ -272,21 +342,33 @@ class UnitRing:
         #: layer order, each exactly its unit count wide (the usual case: per-layer sums are then reduceat)
         self.owner = np.zeros(0, dtype=np.intp)
         self.dense = True
+        #: the layers with units, and their first columns (what the per-layer sums of dense columns add)
+        self._on = np.zeros(0, dtype=np.intp)
+        self._on_start = np.zeros(0, dtype=np.int64)
+        #: the unit count of every layer with units, when they all have as many and the columns are dense
+        self._each = 0
         self._sums = np.zeros((2, 0))
         self._fractions = np.zeros((2, 0))
         self._flags = np.zeros(0, dtype=bool)
         self._running = np.zeros(1, dtype=np.int64)
+        #: records in a row that brought every layer, none with a new unit count: from ``window`` on, every
+        #: layer's window has one unit count
+        self.quiet = 0
 
     def add_layers(self, cap: int) -> None:
         for name in ("units", "start", "reserved", "streak"):
             setattr(self, name, _grow(getattr(self, name), 0, cap, 0))
 
-    def record(self, cols: np.ndarray, slots: np.ndarray, units: np.ndarray, fired: list, saturated: list) -> None:
-        """Write one step's per-unit counts into ring ``slots``: ``units`` of the layers ``cols``, and the
-        ``fired`` and ``saturated`` counts of those with units, in order."""
+    def record(self, cols: np.ndarray, slots: np.ndarray, units: np.ndarray, fired: list, saturated: list,
+               every: bool = False) -> None:
+        """Write one step's per-unit counts into ring ``slots``: ``units`` of the layers ``cols`` (``every``:
+        all the layers), and the ``fired`` and ``saturated`` counts of those with units, in order."""
         changed = units != self.units[cols]
         if changed.any():
             self._reserve(cols[changed], units[changed])
+            self.quiet = 0
+        else:
+            self.quiet = self.quiet + 1 if every else 0
         self.streak[cols] = np.where(changed, 1, self.streak[cols] + 1)
         on = np.flatnonzero(units)
         if not on.size:
@@ -324,6 +406,10 @@ class UnitRing:
         on = np.flatnonzero(self.reserved)
         self.dense = bool((self.units == self.reserved).all()
                           and (self.start[on] == np.cumsum(self.reserved[on]) - self.reserved[on]).all())
+        self._on = np.flatnonzero(self.units)
+        self._on_start = self.start[self._on]
+        each = self.units[self._on]
+        self._each = int(each[0]) if self.dense and each.size and (each == each[0]).all() else 0
 
     def consistent(self, n: int, window_size: np.ndarray) -> np.ndarray:
         return np.where(self.streak[:n] >= window_size, self.units[:n], 0)
@@ -332,22 +418,27 @@ class UnitRing:
         """Per column, the window count of ``part`` over its layer's window ``samples``."""
         w = self.width
         sums, out = self._sums[part, :w], self._fractions[part, :w]
-        np.sum(self.ring[:, part, :w], axis=0, out=sums)
-        per_column = np.repeat(samples, self.reserved[:len(samples)]) if self.dense else samples[self.owner[:w]]
+        np.add.reduce(self.ring[:, part, :w], axis=0, out=sums)
         with np.errstate(divide="ignore", invalid="ignore"):
+            if self._each and len(samples) * self._each == w:  # every layer as wide: rows of a matrix
+                np.divide(sums.reshape(-1, self._each), samples[:, None], out=out.reshape(-1, self._each))
+                return out
+            per_column = np.repeat(samples, self.reserved[:len(samples)]) if self.dense else samples[self.owner[:w]]
             return np.divide(sums, per_column, out=out)
 
     def count(self, fractions: np.ndarray, threshold: float, above: bool, n: int) -> np.ndarray:
         """Per layer, how many of its columns' ``fractions`` are under (``above``: over) ``threshold``."""
         w = self.width
         flags = (np.greater if above else np.less)(fractions, threshold, out=self._flags[:w])
-        units = self.units[:n]
         if self.dense:
+            if not self._on.size:
+                return np.zeros(n, dtype=np.int64)
+            counts = np.add.reduceat(flags, self._on_start, dtype=np.int64)
+            if self._on.size == n:  # every layer has units: the sums are the counts
+                return counts
             out = np.zeros(n, dtype=np.int64)
-            on = np.flatnonzero(units)
-            if on.size:
-                out[on] = np.add.reduceat(flags, self.start[on], dtype=np.int64)
+            out[self._on] = counts
             return out
         np.cumsum(flags, out=self._running[1:w + 1])
-        start = self.start[:n]
+        start, units = self.start[:n], self.units[:n]
         return self._running[start + units] - self._running[start]

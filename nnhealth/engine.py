@@ -43,7 +43,10 @@ class Engine:
                 continue
             if detections is None:
                 continue
-            active, seen = self.active[rule.id], set()
+            active = self.active[rule.id]
+            if not detections and not active:  # the usual verdict: healthy, and nothing to clear
+                continue
+            seen = set()
             for d in detections:
                 key = d.where if d.key is None else d.key
                 seen.add(key)

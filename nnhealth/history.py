@@ -23,9 +23,12 @@ import pandas as pd
 
 from .blocks import RoleBlock
 from .derived import split
-from .stats.summary import MAX, MIN, Summary
+from .stats.summary import MAX, MIN, H, Summary
+
+COUNT, SAMPLES = H["count"], H["samples"]
 
 _append = array.append
+_UNSET = object()
 
 
 class Series:
@@ -39,7 +42,7 @@ class Series:
     every ``capacity // 4`` points beyond ``capacity`` the oldest are cut.
     """
 
-    __slots__ = ("_dropped", "_first", "_limit", "_s", "_v", "capacity", "head")
+    __slots__ = ("_dropped", "_first", "_limit", "_of_first", "_s", "_v", "capacity", "head")
 
     def __init__(self, head: int = 64, capacity: int = 1024):
         self.head, self.capacity = head, capacity
@@ -47,8 +50,10 @@ class Series:
         #: points cut so far; the length past which the arrays are cut back (a quarter of capacity later)
         self._dropped = 0
         self._limit = head + capacity + max(capacity // 4, 1)
-        #: n -> (steps, values) of the first n points, once they can no longer change (made when first asked)
+        #: n -> (steps, values) of the first n points, once they can no longer change (made when first asked);
+        #: (n, f) -> f(their values) likewise (:meth:`of_first`)
         self._first: dict | None = None
+        self._of_first: dict | None = None
 
     @property
     def total(self) -> int:
@@ -96,6 +101,19 @@ class Series:
                 self._first[k] = got
         return got
 
+    def of_first(self, n: int, compute):
+        """``compute(values of the first n points)`` (:meth:`first`), computed once those can no longer
+        change: what rules derive from the start of training on every step (a median) is derived once."""
+        key = (n, compute)
+        if self._of_first is not None and key in self._of_first:
+            return self._of_first[key]
+        got = compute(self.first(n)[1])
+        if n <= len(self._v) or len(self._v) >= self.head:  # all n points are there, or all the head can hold
+            if self._of_first is None:
+                self._of_first = {}
+            self._of_first[key] = got
+        return got
+
     def last_values(self, n: int) -> list[float]:
         """The latest ``n`` values (fewer when fewer are kept), oldest first, as a list."""
         if n <= 0:
@@ -120,6 +138,12 @@ class Series:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.array(self._kept(self._s), dtype=np.int64), np.array(self._kept(self._v), dtype=np.float64)
+
+    @property
+    def hidden(self) -> int:
+        """Points past the head that the kept points no longer include: while this stays the same, the
+        kept points (:meth:`arrays`) only grow at their end."""
+        return self._dropped + max(len(self._v) - self.head - self.capacity, 0)
 
     @property
     def latest(self) -> float:
@@ -158,6 +182,9 @@ class History:
         self.last_step: int | None = None
         #: results of :meth:`memo`, valid until the next record
         self._memo: dict = {}
+        #: what the rules carry from one step to the next (how far a search along a series got, what they
+        #: made of the layers' facts), kept for the run: each entry says itself when it is still valid
+        self.carry: dict = {}
 
     # -- writing -------------------------------------------------------------
     def record(self, step: int, where: str | None, stat: str, value: float) -> None:
@@ -236,11 +263,10 @@ class History:
     def memo(self, key, compute):
         """``compute()``, computed once until something new is recorded: what several rules derive
         from the same data at one step (gradient norms by depth, update ratios) is derived once."""
-        try:
-            return self._memo[key]
-        except KeyError:
+        value = self._memo.get(key, _UNSET)  # every key is new on every step: no KeyError raised and caught
+        if value is _UNSET:
             value = self._memo[key] = compute()
-            return value
+        return value
 
     # -- reading -------------------------------------------------------------
     def series(self, where: str | None, stat: str) -> Series | None:
@@ -311,6 +337,23 @@ class History:
                 merged = merged.merge(s)
         self._window_cache[key] = merged
         return merged
+
+    def window_moments(self, role: str, where: str) -> tuple | None:
+        """(samples, count, per-unit sums, per-unit sums of squares) of the window of (role, where): what
+        its merged summary (:meth:`window_summary`) holds, added the same way, without adding the rest of
+        the vectors (an input of a thousand features has as many per-unit counts, and a histogram). None
+        when the window has no samples, or its summaries do not all have one layout with per-unit moments
+        (:meth:`window_summary` merges those); read-only."""
+        block, j = self._column(role, where)
+        moments = block.window_moments(j) if j is not None else None
+        if moments is None:
+            return None
+        head = block.window_sums()[j]  # whole numbers: their sums do not depend on the order
+        samples = float(head[SAMPLES])
+        if not samples:
+            return None
+        units = len(moments) // 2
+        return samples, float(head[COUNT]), moments[:units], moments[units:]
 
     def latest_of(self, role: str, stat: str) -> np.ndarray:
         """The latest value of the series (name, ``stat``) of every layer of ``role`` in depth order (NaN

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from nnhealth import History
+from nnhealth.blocks import _recent
 from nnhealth.derived import CHUNK_UNITS, chunks, derive_step, split
 from nnhealth.rules.base import medians, row_medians
-from nnhealth.rules.init_plateau import _first_below, _running_median
+from nnhealth.rules.init_plateau import _any_below, _first_below, _running_median
 from nnhealth.stats import summary_of
 from nnhealth.stats.summary import H
 
@@ -79,6 +80,7 @@ def test_window_headers_and_unit_counts_equal_merged_summaries(window):
         head, units = block.window_header(), block.window_units()
         fired = block.count_units(0, 0.3)
         saturated = block.count_units(1, 0.2, above=True)
+        _check_windows(block, window)
         for j, name in enumerate(h.names("activation")):
             want = _merged(h, "activation", name)
             assert block.window_size()[j] == h.window_size("activation", name) == len(h.summaries("activation", name))
@@ -93,6 +95,18 @@ def test_window_headers_and_unit_counts_equal_merged_summaries(window):
             assert fired[j] == np.count_nonzero(want.unit_fraction("unit_fired") < 0.3)
             assert saturated[j] == np.count_nonzero(want.unit_fraction("unit_saturated") > 0.2)
     assert mixed >= (window > 1)
+
+
+def _check_windows(block, window: int) -> None:
+    """The window numbers that the blocks keep from step to step, or read from shortcuts, equal the ones
+    computed anew from the rings."""
+    size = np.minimum(block.seen[:block.n], window)
+    np.testing.assert_array_equal(block.window_size(), size)
+    extremes = [H["min"], H["max"]]
+    np.testing.assert_array_equal(np.delete(block.window_sums(), extremes, axis=1),
+                                  np.delete(block.window_header(), extremes, axis=1))
+    if block.unit_ring is not None:
+        np.testing.assert_array_equal(block.window_units(), block.unit_ring.consistent(block.n, size))
 
 
 def test_latest_and_first_summaries_and_windows_keep_their_steps():
@@ -124,12 +138,91 @@ def test_recent_headers_and_ratios_equal_the_derived_series(window):
         _check_recent(h, window)
 
 
+def _regular_steps(window: int, steps: int = 40, late: int = 23, wider: int = 31):
+    """Every layer on every step, the blocks' usual step (their latest summaries share ring slots), until a
+    layer joins at step ``late`` and another one's unit count changes at step ``wider`` (that layer then
+    misses a few steps): the history after each step."""
+    rng = np.random.default_rng(window)
+    h = History(window=window)
+    for step in range(steps):
+        summaries = {}
+        for name in ("a0", "a1", "a2") if step >= late else ("a0", "a1"):
+            if name == "a1" and wider + 2 <= step < wider + 8:
+                continue
+            units = 6 if name != "a1" or step < wider else 9
+            summaries[("activation", name)] = summary_of(np.maximum(rng.standard_normal((8, units)), 0), "relu",
+                                                         hist=True, units=True)
+        for name in ("w0", "w1", "w2") if step >= late else ("w0", "w1"):
+            w = rng.standard_normal((3, 5))
+            summaries[("gradient", name)] = summary_of(w * 1e-2, "linear")
+            summaries[("update", name)] = summary_of(w * 1e-3, "linear")
+            summaries[("update_base", name)] = summary_of(w, "linear")
+        h.record_summaries(step, summaries)
+        h.record_many(step, {(None, "loss"): 1.0, **derive_step(summaries, h.meta)})
+        yield h
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_shortcuts_of_the_usual_step_equal_the_general_reads(window):
+    """Reads that take a shortcut when every layer came on every step (slots shared by all layers, windows
+    full, unit counts settled) give what the general reads give, as the window slides, when a layer joins
+    late and when a unit count changes."""
+    shortcuts = 0
+    for h in _regular_steps(window):
+        for role in ("activation", "gradient", "update"):
+            block = h.block(role)
+            _check_windows(block, window)
+            seen = block.seen[:block.n]
+            shortcuts += block._common is not None
+            for points in range(window + 1):
+                np.testing.assert_array_equal(block.recent(points),
+                                              _recent(block.ring, seen, points, window, None))
+                if role == "update":
+                    rseen, cols = block.rseen[:block.n], np.arange(block.n)
+                    np.testing.assert_array_equal(block.recent_ratios(points),
+                                                  _recent(block.rring, rseen, points, window, None))
+                    np.testing.assert_array_equal(block.with_ratios(cols, points), cols[rseen >= points])
+        _check_recent(h, window)
+    assert shortcuts >= 3 * 20
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_moments_equal_the_merged_window_summary(window):
+    """The per-unit sums that the input rule adds on their own equal the merged window summary's, to the
+    last bit; a window whose layouts differ (a step without a histogram, a feature count that changes)
+    has none, and the merged summary is read instead."""
+    rng = np.random.default_rng(window)
+    h, added = History(window=window), 0
+    for step in range(30):
+        features = 6 if step < 20 else 4
+        x = rng.standard_normal((16, features)) * np.arange(1, features + 1) + 3.0 * step
+        if step == 9:
+            x[2, 1] = np.nan
+        summaries = {("input", "x"): summary_of(x, "linear", hist=step % 7 != 3, units=True, moments=True),
+                     ("parameter", "w"): summary_of(x[:5].T, "linear", units=True, moments=True),
+                     ("parameter", "w.bias"): summary_of(x[0], "linear")}
+        h.record_summaries(step, summaries)
+        for role, name in (("input", "x"), ("parameter", "w"), ("parameter", "w.bias")):
+            got, want = h.window_moments(role, name), h.window_summary(role, name)
+            layouts = {s.layout for _, s in h.summaries(role, name)}
+            if len(layouts) > 1 or not want.layout.moments:
+                assert got is None
+                continue
+            samples, count, sums, squares = got
+            assert (samples, count) == (want.samples, want.count)
+            np.testing.assert_array_equal(sums, want.unit_sum)
+            np.testing.assert_array_equal(squares, want.unit_sumsq)
+            added += 1
+    assert added >= 30
+
+
 def _check_recent(h: History, window: int) -> None:
     for role, stat, read in (("gradient", "gradient/norm", lambda r, have: np.sqrt(r[:, :, H["sumsq"]])),
                              ("update", "update/ratio", None)):
         block = h.block(role)
         for points in range(1, window + 1):
-            recent, have = block.recent_ratios(points) if read is None else block.recent(points)
+            recent = block.recent_ratios(points) if read is None else block.recent(points)
+            have = np.minimum(block.rseen if read is None else block.seen, points)
             values = recent if read is None else read(recent, have)
             for j, name in enumerate(h.names(role)):
                 series = h.last_values(name, stat, points)[::-1]  # newest first, as the blocks give them
@@ -161,10 +254,13 @@ def test_running_median_and_its_search_equal_np_median():
                 hits = np.flatnonzero(smooth < limit)
                 want = (int(hits[0]), float(smooth[hits[0]])) if hits.size else None
                 assert _first_below(values, k, limit) == want
-                start = n // 3
-                later = np.flatnonzero(smooth[start:] < limit)
-                assert _first_below(values, k, limit, start) == (
-                    (start + int(later[0]), float(smooth[start + later[0]])) if later.size else None)
+                for start in (n // 3, *range(max(len(smooth) - 20, 0), len(smooth) + 1)):
+                    later = np.flatnonzero(smooth[start:] < limit)
+                    assert _first_below(values, k, limit, start) == (
+                        (start + int(later[0]), float(smooth[start + later[0]])) if later.size else None)
+                    few = values[start:start + k + 5]  # the few windows a step adds, searched in Python
+                    if len(few) >= k:
+                        assert _any_below(few.tolist(), k, limit) == (_first_below(few, k, limit) is not None)
 
 
 def test_a_step_is_split_once_for_the_history_and_the_derived_numbers():

@@ -65,3 +65,34 @@ def test_a_value_that_is_not_a_number_leaves_every_series_as_it_was():
     for key, value in good.items():
         steps, values = h.series(*key).arrays()
         assert steps.tolist() == [0, 2] and values.tolist() == [value] * 2
+
+
+@pytest.mark.parametrize("head,capacity", [(0, 1), (3, 4), (5, 7), (16, 32)])
+def test_while_nothing_more_is_hidden_the_kept_points_only_grow_at_their_end(head, capacity):
+    s, before = Series(head, capacity), None
+    for step in range(4 * (head + capacity) + 20):
+        s.append(step, float(step % 13) if step % 9 else math.nan)
+        hidden, values = s.hidden, s.arrays()[1]
+        assert hidden == max(step + 1 - head - capacity, 0)  # past the head, all but the latest capacity
+        if before is not None and hidden == before[0]:
+            np.testing.assert_array_equal(values[:len(before[1])], before[1])
+            assert len(values) == len(before[1]) + 1
+        before = hidden, values
+
+
+def test_what_is_derived_from_the_first_points_is_kept_once_they_can_no_longer_change():
+    calls = []
+
+    def total(values):
+        calls.append(len(values))
+        return float(np.nansum(values))
+
+    s = Series(head=6, capacity=4)
+    for step in range(30):
+        s.append(step, math.nan if step == 2 else float(step))
+        for n in (1, 3, 5, 6, 8):
+            assert s.of_first(n, total) == float(np.nansum(s.first(n)[1]))
+    # computed on every step only while the points asked for were still coming (n=8: until the head was full)
+    assert len(calls) == 1 + 3 + 5 + 6 + 6
+    calls.clear()
+    assert [s.of_first(n, total) for n in (1, 3, 5, 6, 8)] == [0.0, 1.0, 8.0, 13.0, 13.0] and not calls

@@ -228,3 +228,27 @@ def test_exploding_activations_ignores_a_dead_reference_layer():
         return {"loss": 2.0}
     mon = drive(feed, 6)
     assert fired(mon, "dead-relu") and not fired(mon, "exploding-activations")
+
+
+def test_input_features_off_centre_are_counted_as_their_scores_say():
+    """The off-centre fraction is counted without building every feature's score, and is the same: on
+    constant features, zero means, and spreads made NaN or infinite by non-finite sums."""
+    from nnhealth.rules.input_not_normalized import _off_centre, _scores
+    means = np.array([0.0, 0.0, 2.0, -2.0, np.nan, 1.0, 0.0, 5.0, np.inf, 3.0, -0.5, -0.0])
+    stds = np.array([0.0, 1.0, 0.0, 1.0, np.nan, np.nan, np.nan, 2.0, np.nan, np.inf, 0.25, 0.0])
+    rng = np.random.default_rng(0)
+    cases = [(means, stds), (rng.standard_normal(784), rng.random(784) * (rng.random(784) > 0.2))]
+    for m, s in cases:
+        for limit in (0.0, 0.5, 1.0, 2.5, 1e9):
+            assert _off_centre(m, s, limit) == float(np.mean(_scores(m, s) > limit))
+
+
+def test_input_window_moments_give_the_merged_summary_means_and_stds():
+    from nnhealth.rules.input_not_normalized import _window
+    mon = drive(inputs(lambda r: r.standard_normal((B, 12)) * np.logspace(0, 2, 12) + 3.0), 9)
+    h = mon.history
+    s = h.window_summary("input", "input")
+    samples, count, means, stds = _window(h, "input")
+    assert h.window_moments("input", "input") is not None and (samples, count) == (s.samples, s.count)
+    np.testing.assert_array_equal(means, s.unit_means())
+    np.testing.assert_array_equal(stds, s.unit_stds())

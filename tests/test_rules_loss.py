@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from conftest import drive, fired
 
@@ -148,3 +149,49 @@ def test_overfitting_ignores_a_near_zero_validation_loss_wobbling():
         val_loss[s] = [1.0, 0.4, 0.1, 0.03, 0.02, 0.05, 0.06, 0.05, 0.06, 0.05][i]
     feed, _ = losses(healthy_curve(n), val_loss=val_loss)
     assert not fired(drive(feed, n), "overfitting")  # +0.04 over the best is 4% of the first value
+
+
+def _init_plateau_losses():
+    """Loss curves that move init-plateau's search along the kept points while points start to be hidden."""
+    rng = np.random.default_rng(0)
+
+    def flat(n):
+        return list(2.3 + 0.005 * rng.standard_normal(n))
+    sudden = flat(50) + [2.1] * 25 + [1.0] * 30  # the drop comes once points are hidden: still found
+    slow = flat(50) + [2.3 * 0.99 ** s for s in range(100)]
+    long_flat = [v if s % 17 else math.nan for s, v in enumerate(flat(150))] + [1.0] * 20
+    falling = healthy_curve(150)
+    # a healthy start judged with the latest points' help: not kept once NaN take their place
+    sparse = [v if s % 16 < 5 else math.nan for s, v in enumerate(healthy_curve(64))] + healthy_curve(11)[6:]
+    sparse += [math.nan] * 3 + [0.5] * 10
+    # once points are hidden, the last first points meet later ones: a window of them may end the plateau
+    # (two low points end the head, one low point every 7 after it, NaN in the head)
+    straddle = [math.nan if s in (5, 9, 13) else 1.0 if s >= 62 else v for s, v in enumerate(flat(64))]
+    straddle += [1.0 if s % 7 == 3 else v for s, v in enumerate(flat(60))]
+    return {"sudden": sudden, "slow": slow, "long_flat": long_flat, "falling": falling, "sparse": sparse,
+            "straddle": straddle}
+
+
+@pytest.mark.parametrize("head,capacity", [(64, 5), (32, 8)])
+def test_init_plateau_verdicts_carried_from_step_to_step_equal_fresh_ones(head, capacity):
+    """init-plateau resumes its search where the last step's stopped and keeps a healthy start's verdict
+    for the run: whatever the losses, each step's verdict equals the one judged from the history alone."""
+    from nnhealth.history import History
+    from nnhealth.rules import RULES, Context
+
+    rule = RULES["init-plateau"]
+    th = rule.default_thresholds()
+    verdicts = set()
+    for name, values in _init_plateau_losses().items():
+        h = History(capacity=capacity, head=head)
+        for step, loss in enumerate(values):
+            h.record_many(step, {(None, "loss"): loss})
+            ctx = Context(history=h, step=step)
+            kept = rule.check(ctx, th)
+            carried, h.carry = h.carry, {}
+            assert rule.check(ctx, th) == kept, (name, step)
+            h.carry = carried
+            verdicts.add((name, "none" if kept is None else len(kept)))
+    assert ("falling", 0) in verdicts
+    if head == 64:
+        assert {("sudden", 1), ("sparse", 0), ("sparse", "none"), ("straddle", 1)} <= verdicts

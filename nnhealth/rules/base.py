@@ -14,6 +14,7 @@ from ..stats.summary import H
 
 #: the roles an observation can have; rules declare which ones they need
 ROLES = ("loss", "metrics", "activation", "gradient", "parameter", "update", "input")
+SAMPLES, NONFINITE = H["samples"], H["nonfinite"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def median(values) -> float:
         return float(np.median(values)) if values.size else float("nan")
     if isinstance(values, np.ndarray):
         values = values.tolist()  # Python floats: iterating an array makes a numpy scalar per element
-    finite = sorted(float(v) for v in values if math.isfinite(v))
+    finite = sorted(map(float, filter(math.isfinite, values)))
     n = len(finite)
     if not n:
         return float("nan")
@@ -139,7 +140,7 @@ def row_medians(m: np.ndarray) -> np.ndarray:
     if not m.size:
         return np.full(len(m), np.nan)
     finite = np.isfinite(m)
-    if finite.all():  # the usual case: full rows of finite values
+    if np.count_nonzero(finite) == m.size:  # the usual case: full rows of finite values
         m.sort(axis=1)
         mid = m.shape[1] // 2
         return m[:, mid] if m.shape[1] % 2 else 0.5 * (m[:, mid - 1] + m[:, mid])
@@ -166,12 +167,21 @@ def weights(history: History, role: str) -> np.ndarray:
     """Columns of ``role``'s block that are weight tensors (2 or more dimensions), in depth order; once
     per step (read-only)."""
     names = tuple(history.names(role))  # the key: roles with the same tensors look them up once
+    return history.memo(("weights", names), lambda: _weights(history, role, names))
 
-    def compute():
-        meta = history.meta
-        return np.flatnonzero(np.fromiter((meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names),
-                                          dtype=bool, count=len(names)))
-    return history.memo(("weights", names), compute)
+
+def _weights(history: History, role: str, names: tuple) -> np.ndarray:
+    """:func:`weights` of ``role``'s ``names``, as the tensors' dimensions in ``history.meta`` say now; the
+    columns are made anew only when those changed since the last step that asked."""
+    meta = history.meta
+    are = [meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names]
+    last = history.carry.get(("weights", role))
+    if last is not None and last[0] == names and last[1] == are:
+        return last[2]
+    cols = np.flatnonzero(np.array(are, dtype=bool))
+    cols.flags.writeable = False
+    history.carry[("weights", role)] = (names, are, cols)
+    return cols
 
 
 def kind_mask(history: History, flag: str) -> np.ndarray:
@@ -185,16 +195,24 @@ _FLAGS = ("can_die", "bounded", "saturated")
 
 
 def _kind_flags(history: History) -> dict[str, np.ndarray]:
-    meta, known, rows = history.meta, {}, []
-    for name in history.names("activation"):
-        kind = meta.get(name, _NO_META).get("kind")
+    """The flags of :func:`kind_mask`, made anew only when the layers' kinds changed since the last step
+    that asked."""
+    meta = history.meta
+    kinds = [meta.get(name, _NO_META).get("kind") for name in history.names("activation")]
+    last = history.carry.get("kind_flags")
+    if last is not None and last[0] == kinds:
+        return last[1]
+    known, rows = {}, []
+    for kind in kinds:
         got = known.get(kind)
         if got is None:
             k = get_kind(kind) if kind is not None else None
             got = known[kind] = tuple(k is not None and bool(getattr(k, flag)) for flag in _FLAGS)
         rows.append(got)
     flags = np.array(rows, dtype=bool).reshape(len(rows), len(_FLAGS))
-    return {flag: flags[:, i] for i, flag in enumerate(_FLAGS)}
+    flags.flags.writeable = False
+    history.carry["kind_flags"] = (kinds, {flag: flags[:, i] for i, flag in enumerate(_FLAGS)})
+    return history.carry["kind_flags"][1]
 
 
 def series_medians(history: History, role: str, stats: tuple[str, ...], cols: np.ndarray, points: int) -> list:
@@ -210,22 +228,34 @@ def series_medians(history: History, role: str, stats: tuple[str, ...], cols: np
 def judged_layers(history: History, layers: np.ndarray, min_samples: float, min_steps: int) -> np.ndarray:
     """Columns of the activation layers among the mask ``layers`` whose window holds per-unit counts, at
     least ``min_samples`` samples and ``min_steps`` sampled steps."""
+    if not np.count_nonzero(layers):  # no layer of the kinds judged: nothing else to compute
+        return layers.nonzero()[0]
     block = history.block("activation")
-    return np.flatnonzero(layers & (block.window_units() > 0) & (block.window_header()[:, H["samples"]] >= min_samples)
-                          & (block.window_size() >= min_steps))
+    judged = layers & (block.window_units() > 0)
+    judged &= block.window_sums()[:, SAMPLES] >= min_samples
+    judged &= block.window_size() >= min_steps
+    return judged.nonzero()[0]
 
 
 def nonfinite(history: History, role: str, detection) -> list:
     """``detection(name, count, fraction)`` for each layer of ``role`` whose latest summary holds NaN or Inf
     values, in depth order."""
+    bad = history.memo(("nonfinite", role), lambda: _nonfinite(history, role))
+    if not bad:
+        return []
+    block, names = history.block(role), history.names(role)
+    out = []
+    for j, row in zip(bad, block.latest[bad].tolist()):
+        count = row[NONFINITE]
+        out.append(detection(names[j], int(count), count / (row[H["count"]] + count)))
+    return out
+
+
+def _nonfinite(history: History, role: str) -> list[int]:
+    """The columns of ``role``'s block whose latest summary holds NaN or Inf values (two rules ask, once
+    per step)."""
     block = history.block(role)
     if block is None:
         return []
-    latest = block.latest[:block.n]
-    bad = np.flatnonzero(latest[:, H["nonfinite"]] > 0)
-    names = history.names(role)
-    out = []
-    for j, row in zip(bad.tolist(), latest[bad].tolist()):
-        count = row[H["nonfinite"]]
-        out.append(detection(names[j], int(count), count / (row[H["count"]] + count)))
-    return out
+    counts = block.latest[:block.n, NONFINITE]
+    return (counts > 0).nonzero()[0].tolist() if np.count_nonzero(counts) else []  # the usual case: none

@@ -47,10 +47,14 @@ def check(ctx, th: Thresholds):
     if not judged.size:
         return None
     dead, units = block.count_units(0, th.max_fire_fraction)[judged], block.window_units()[judged]
-    samples = block.window_header()[judged, H["samples"]]
+    fraction = dead / units
+    fired = (fraction > th.max_dead_fraction).nonzero()[0]
+    if not fired.size:
+        return []
+    judged = judged[fired]
+    samples = block.window_sums()[judged, H["samples"]]
     names = h.names("activation")
     return [Detection(names[j], f"{100 * f:.0f}% of units never fired",
                       {"dead_fraction": f, "dead_units": d, "units": u, "samples": int(n)})
-            for j, f, d, u, n in zip(judged.tolist(), (dead / units).tolist(), dead.tolist(), units.tolist(),
-                                     samples.tolist())
-            if f > th.max_dead_fraction]
+            for j, f, d, u, n in zip(judged.tolist(), fraction[fired].tolist(), dead[fired].tolist(),
+                                     units[fired].tolist(), samples.tolist())]

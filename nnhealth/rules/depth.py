@@ -11,23 +11,24 @@ from .base import kind_mask
 def stds_by_depth(history: History, unbounded_only: bool = False, min_steps: int = 1):
     """(block columns, stds) of the non-empty activation layers in depth order, std over each one's
     window (layers with fewer than ``min_steps`` sampled steps left out)."""
-    cols, stds, bounded, steps = history.memo("activation_stds", lambda: _window_stds(history))
+    stds, nonempty, bounded, steps = history.memo("activation_stds", lambda: _window_stds(history))
     keep = steps >= min_steps
+    keep &= nonempty
     if unbounded_only:
         keep &= ~bounded
-    return cols[keep], stds[keep]
+    cols = keep.nonzero()[0]
+    return cols, stds[cols]
 
 
 def _window_stds(history: History):
-    """(columns, window std, bounded kind, sampled steps in the window) of every non-empty activation
-    layer, once per step for the rules that read the spread by depth (Summary.std's arithmetic)."""
+    """(window std, non-empty, bounded kind, sampled steps in the window) of every activation layer (std
+    NaN where empty), once per step for the rules that read the spread by depth (Summary.std's arithmetic)."""
     block = history.block("activation")
     if block is None:
-        return np.zeros(0, dtype=np.intp), np.empty(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    h = block.window_header()
+        return np.empty(0), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    h = block.window_sums()
     count = h[:, H["count"]]
-    cols = np.flatnonzero(count != 0)
-    h, count = h[cols], count[cols]
-    mean = h[:, H["sum"]] / count
-    stds = np.sqrt(np.maximum(h[:, H["sumsq"]] / count - mean * mean, 0.0))
-    return cols, stds, kind_mask(history, "bounded")[cols], block.window_size()[cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = h[:, H["sum"]] / count
+        stds = np.sqrt(np.maximum(h[:, H["sumsq"]] / count - mean * mean, 0.0))
+    return stds, count != 0, kind_mask(history, "bounded"), block.window_size()

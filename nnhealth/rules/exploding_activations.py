@@ -1,6 +1,7 @@
 """exploding-activations: activation spread grows with depth."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,15 +45,16 @@ def check(ctx, th: Thresholds):
     cols, stds = stds_by_depth(h, unbounded_only=True, min_steps=th.min_steps)
     if not len(cols):
         return None
-    live = ~(h.memo("activation_dead", lambda: h.latest_of("activation", "activation/dead_fraction"))[cols]
-             > th.max_dead_fraction)
-    cols, stds = cols[live], stds[live]
-    if not len(cols):
-        return None
+    dead = (h.memo("activation_dead", lambda: h.latest_of("activation", "activation/dead_fraction"))[cols]
+            > th.max_dead_fraction)
+    if np.count_nonzero(dead):
+        cols, stds = cols[~dead], stds[~dead]
+        if not len(cols):
+            return None
     first, last = stds[0], stds[-1]
-    huge = np.flatnonzero(stds > th.max_std)
+    huge = (stds > th.max_std).nonzero()[0]
     ratio = last / first if first > 0 else float("inf") if last > 0 else 1.0
-    if (len(cols) >= 2 and np.isfinite(ratio) and ratio > th.max_depth_ratio) or huge.size:
+    if (len(cols) >= 2 and math.isfinite(ratio) and ratio > th.max_depth_ratio) or huge.size:
         names = h.names("activation")
         where = names[cols[huge[0]]] if huge.size else names[cols[-1]]
         return [Detection(where, f"activation std grows from {first:.2g} ({names[cols[0]]}) to {last:.2g} "

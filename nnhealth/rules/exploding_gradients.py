@@ -69,8 +69,8 @@ def check(ctx, th: Thresholds):
                            "ratio": float(norms[0] / norms[-1])}, key="network")]
     total = h.series(None, "gradient/total_norm")
     if total is not None and total.total > 2 * th.points:
-        early = median(total.first(th.points)[1])
-        recent = median(total.last(th.points)[1])
+        early = total.of_first(th.points, median)
+        recent = median(total.last_values(th.points))
         growth = recent / early if early > 0 else 0.0
         if growth > th.max_growth:
             return [Detection(None, f"total gradient norm grew {growth:.0f}x since the start",

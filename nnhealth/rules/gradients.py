@@ -21,9 +21,10 @@ def _grad_norms_by_depth(history: History, points: int):
     cols = weights(history, "gradient")
     if points > block.window:
         return (cols, *series_medians(history, "gradient", ("norm", "mean_abs"), cols, points))
-    recent, _ = block.recent(points)
-    recent = recent[cols]
+    recent = block.recent(points)[cols]
+    both = np.empty((2, len(cols), points))  # the norms and the mean |g|: their medians in one sort
     with np.errstate(divide="ignore", invalid="ignore"):  # the derived series' arithmetic (derived.py)
-        norms = np.sqrt(recent[:, :, H["sumsq"]])
-        mean_abs = recent[:, :, H["abssum"]] / recent[:, :, H["count"]]
-    return cols, row_medians(norms), row_medians(mean_abs)
+        np.sqrt(recent[:, :, H["sumsq"]], out=both[0])
+        np.divide(recent[:, :, H["abssum"]], recent[:, :, H["count"]], out=both[1])
+    norms, mean_abs = row_medians(both.reshape(2 * len(cols), points)).reshape(2, len(cols))
+    return cols, norms, mean_abs

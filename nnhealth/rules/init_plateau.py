@@ -1,6 +1,7 @@
 """init-plateau: a long flat start, then a sudden drop."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,7 @@ def _running_median(values: np.ndarray, k: int) -> np.ndarray:
     if len(values) < k:
         return values.copy()
     n = len(values) - k + 1
-    windows = np.stack([values[i:i + n] for i in range(k)], axis=1)
+    windows = values[np.arange(n)[:, None] + np.arange(k)]
     windows.sort(axis=1)
     mid = k // 2
     return windows[:, mid] if k % 2 else (windows[:, mid - 1] + windows[:, mid]) / 2
@@ -50,6 +51,33 @@ def _first_below(values: np.ndarray, k: int, limit: float, start: int = 0):
     return None
 
 
+def _any_below(values: list[float], k: int, limit: float) -> bool:
+    """Whether the running median of the few ``values`` (over ``k``) falls below ``limit`` anywhere:
+    :func:`_first_below`'s arithmetic, in Python (a step brings a few points; arrays would cost more)."""
+    mid = k // 2
+    for i in range(len(values) - k + 1):
+        w = sorted(values[i:i + k])
+        if (w[mid] if k % 2 else (w[mid - 1] + w[mid]) / 2) < limit:
+            return True
+    return False
+
+
+def _still_flat(history, th: Thresholds, series) -> bool:
+    """Whether the loss is still on the plateau that the last search (of these thresholds) found no end of,
+    judged on the points since alone: while nothing of the series was hidden since, the kept points only
+    grew at their end, so the windows searched then are the same and the new ones take in the new points.
+    Searching a long plateau from its start on every step would cost ever more."""
+    flat = history.carry.get("init-plateau: flat")
+    if flat is None or flat[0] is not th or flat[1] != series.hidden:
+        return False
+    _, hidden, total, limit, tail = flat
+    values = tail + [v for v in series.last_values(series.total - total) if math.isfinite(v)]
+    if _any_below(values, th.smooth, limit):
+        return False
+    history.carry["init-plateau: flat"] = (th, hidden, series.total, limit, values[len(values) - th.smooth + 1:])
+    return True
+
+
 @rule(
     "init-plateau", severity="warning", needs={"loss"}, thresholds=Thresholds,
     summary="The loss was flat for a long stretch, then dropped suddenly: a bad initialisation.",
@@ -67,8 +95,13 @@ def _first_below(values: np.ndarray, k: int, limit: float, start: int = 0):
             "(plateau_steps=300, drop=0.45, drop_steps=60)",
 )
 def check(ctx, th: Thresholds):
-    s = ctx.history.series(None, "loss")
+    h = ctx.history
+    s = h.series(None, "loss")
     if s is None or s.total < th.min_plateau_points + th.smooth:
+        return None
+    if h.carry.get("init-plateau: healthy start") is th:
+        return []
+    if _still_flat(h, th, s):
         return None
     steps, values = s.arrays()
     ok = np.isfinite(values)
@@ -78,12 +111,19 @@ def check(ctx, th: Thresholds):
     start = median(values[: th.smooth])
     if not np.isfinite(start) or start <= 0:
         return None
-    below = _first_below(values, th.smooth, start * (1 - th.flat_tolerance))
-    if below is None:
-        return None  # still on the plateau (or the start is the whole run so far)
+    limit = start * (1 - th.flat_tolerance)
+    below = _first_below(values, th.smooth, limit)
+    if below is None:  # still on the plateau (or the start is the whole run so far)
+        h.carry["init-plateau: flat"] = (th, s.hidden, s.total, limit, values[len(values) - th.smooth + 1:].tolist())
+        return None
+    h.carry.pop("init-plateau: flat", None)
     leave = below[0]
-    if leave < th.min_plateau_points:
-        return []  # the loss started moving early: a healthy start
+    if leave < th.min_plateau_points:  # the loss started moving early: a healthy start
+        if np.count_nonzero(ok[:s.head]) >= th.min_plateau_points + th.smooth:
+            # all that this verdict read (the start, the search up to leave) lies in first points kept
+            # for good: it stands for the rest of the run
+            h.carry["init-plateau: healthy start"] = th
+        return []
     if s.total > len(s) and leave >= len(s.first()[0]) - th.smooth:
         return None  # the plateau ran past the kept first points: where it ended is not known
     dropped = _first_below(values, th.smooth, start * (1 - th.drop_fraction), leave)
@@ -100,3 +140,4 @@ def check(ctx, th: Thresholds):
                             f"in {drop_steps} steps",
                       {"plateau_steps": plateau_steps, "drop": drop, "drop_steps": drop_steps,
                        "start_loss": start})]
+

@@ -41,18 +41,16 @@ def check(ctx, th: Thresholds):
     h = ctx.history
     out, judged = [], False
     for name in h.names("input"):
-        s = h.window_summary("input", name)
-        if s is None or s.samples < th.min_samples or s.count == 0:
+        window = _window(h, name)
+        if window is None:
+            continue
+        samples, count, means, stds = window
+        if samples < th.min_samples or count == 0:
             continue
         judged = True
-        means, stds = s.unit_means(), s.unit_stds()
-        if means is None:
-            means, stds = np.array([s.mean]), np.array([s.std])
-        varied = stds > 0
-        score = np.where(varied, np.abs(means) / np.where(varied, stds, 1.0), np.where(means != 0, np.inf, 0.0))
-        off_centre = float(np.mean(score > th.max_mean_over_std))
-        live = stds[varied]
-        scale = float(live.max() / live.min()) if live.size >= 2 else 1.0
+        off_centre = _off_centre(means, stds, th.max_mean_over_std)
+        live = stds[stds > 0]
+        scale = float(live[live.argmax()] / live[live.argmin()]) if live.size >= 2 else 1.0
         if off_centre > th.max_off_centre_fraction or scale > th.max_scale_ratio:
             parts = []
             if off_centre > th.max_off_centre_fraction:
@@ -60,6 +58,43 @@ def check(ctx, th: Thresholds):
             if scale > th.max_scale_ratio:
                 parts.append(f"feature scales differ {scale:.0f}x")
             out.append(Detection(name, ", ".join(parts),
-                                 {"off_centre_fraction": off_centre, "median_mean_over_std": float(np.median(score)),
+                                 {"off_centre_fraction": off_centre,
+                                  "median_mean_over_std": float(np.median(_scores(means, stds))),
                                   "scale_ratio": scale, "features": int(means.size)}))
     return out if judged else None
+
+
+def _window(h, name: str):
+    """(samples, count, per-feature means, per-feature stds) of the input ``name`` over the window (one
+    "feature", the whole tensor, when the window has no per-feature moments), or None before any.
+    Computed from the window's added moments where it can (the common case: no merged summary made)."""
+    moments = h.window_moments("input", name)
+    if moments is not None:  # Summary.unit_means and unit_stds' arithmetic
+        samples, count, sums, squares = moments
+        means = sums / samples
+        stds = squares / samples
+        stds -= means * means
+        return samples, count, means, np.sqrt(np.maximum(stds, 0.0, out=stds), out=stds)
+    s = h.window_summary("input", name)
+    if s is None:
+        return None
+    means, stds = s.unit_means(), s.unit_stds()
+    if means is None:
+        means, stds = np.array([s.mean]), np.array([s.std])
+    return s.samples, s.count, means, stds
+
+
+def _scores(means: np.ndarray, stds: np.ndarray) -> np.ndarray:
+    """|mean| / std per feature; a feature without spread scores inf unless its mean is 0."""
+    varied = stds > 0
+    return np.where(varied, np.abs(means) / np.where(varied, stds, 1.0), np.where(means != 0, np.inf, 0.0))
+
+
+def _off_centre(means: np.ndarray, stds: np.ndarray, limit: float) -> float:
+    """The fraction of features whose :func:`_scores` exceed ``limit`` (finite), in fewer passes than the
+    scores take: |mean / std| is the score where the std is positive, and inf (off-centre) where the std
+    is 0 and the mean is not. It is NaN where the std is 0 and the mean too (not off-centre), or where the
+    sums were not finite (std NaN): off-centre then exactly when the mean is not 0, NaN included."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.abs(means / stds)
+    return int(np.count_nonzero(ratio > limit) + np.count_nonzero(means[np.isnan(ratio)])) / means.size

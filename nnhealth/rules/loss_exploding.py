@@ -46,8 +46,7 @@ def check(ctx, th: Thresholds):
     s = ctx.history.series(None, "loss")
     if s is None or s.total < th.start_points + th.sustain:
         return None
-    _, first = s.first(th.start_points)
-    start = median(first)
+    start = s.of_first(th.start_points, median)
     if not math.isfinite(start) or start < th.min_start_loss:
         return None
     recent = s.last_values(th.sustain)  # a short list: judged on every step, so kept cheap

@@ -1,12 +1,10 @@
 """loss-not-decreasing: the loss barely moved since the start."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from .base import Detection, median, rule
-
 
 RISING_ADVICE = ("A loss that rises is more often a learning rate that is too high than too low: lower it "
                  "(try 3-10x lower) and check the data pipeline and the loss for bugs.")
@@ -41,9 +39,9 @@ def check(ctx, th: Thresholds):
     if s is None or s.total < th.min_points:
         return None
     w = max(th.window, min(len(s) // 10, s.head))
-    start = median(s.first(w)[1])
-    recent = median(s.last(w)[1])
-    if not (np.isfinite(start) and np.isfinite(recent)) or start == 0:
+    start = s.of_first(w, median)
+    recent = median(s.last_values(w))
+    if not (math.isfinite(start) and math.isfinite(recent)) or start == 0:
         return None
     improvement = (start - recent) / abs(start)
     evidence = {"start_loss": start, "recent_loss": recent, "improvement": improvement}

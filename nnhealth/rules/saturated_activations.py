@@ -49,13 +49,15 @@ def check(ctx, th: Thresholds):
         return None
     count = block.count_units(1, th.min_unit_saturated_fraction, above=True)[judged]
     units = block.window_units()[judged]
-    names, window = h.names("activation"), block.window_header()
+    fraction = count / units
+    fired = (fraction > th.max_saturated_fraction).nonzero()[0]
+    names, window = h.names("activation"), block.window_sums()
     out = []
-    for j, f, c, u in zip(judged.tolist(), (count / units).tolist(), count.tolist(), units.tolist()):
-        if f > th.max_saturated_fraction:
-            w = window[j].tolist()
-            total = w[H["count"]] + w[H["nonfinite"]]
-            out.append(Detection(names[j], f"{100 * f:.0f}% of units are saturated",
-                                 {"saturated_fraction": f, "saturated_units": c, "units": u,
-                                  "output_saturated_fraction": w[H["saturated"]] / total if total else float("nan")}))
+    for j, f, c, u in zip(judged[fired].tolist(), fraction[fired].tolist(), count[fired].tolist(),
+                          units[fired].tolist()):
+        w = window[j].tolist()
+        total = w[H["count"]] + w[H["nonfinite"]]
+        out.append(Detection(names[j], f"{100 * f:.0f}% of units are saturated",
+                             {"saturated_fraction": f, "saturated_units": c, "units": u,
+                              "output_saturated_fraction": w[H["saturated"]] / total if total else float("nan")}))
     return out

@@ -18,8 +18,7 @@ def _ratios(history: History, points: int):
     if block is None:
         return np.zeros(0, dtype=np.intp), np.empty(0)
     cols = weights(history, "update")
-    cols = cols[block.rseen[cols] >= points]
+    cols = block.with_ratios(cols, points)
     if points > block.window:
         return cols, series_medians(history, "update", ("ratio",), cols, points)[0]
-    recent, _ = block.recent_ratios(points)
-    return cols, row_medians(recent[cols])
+    return cols, row_medians(block.recent_ratios(points)[cols])

@@ -1,9 +1,8 @@
 """update-ratio-high: each update is a large fraction of the weights."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from .base import Detection, rule, weights
 from .update_ratio import ratios
@@ -44,10 +43,12 @@ def check(ctx, th: Thresholds):
     if not len(cols):
         return None
     tensors = weights(ctx.history, "update")
-    limit = np.full(len(cols), th.max_ratio)
-    if len(tensors) >= 2:  # the last weight tensor is the output layer's
-        limit[cols == tensors[-1]] = th.max_output_ratio
-    high = np.isfinite(found) & (found > limit)
+    output = int(tensors[-1]) if len(tensors) >= 2 else -1  # the last weight tensor is the output layer's
+    # the layers over the lower of the two limits, then each against its own (usually none is over)
+    over = (found > min(th.max_ratio, th.max_output_ratio)).nonzero()[0]
+    if not over.size:
+        return []
     names = ctx.history.names("update")
     return [Detection(names[j], f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
-            for j, r in zip(cols[high].tolist(), found[high].tolist())]
+            for j, r in zip(cols[over].tolist(), found[over].tolist())
+            if math.isfinite(r) and r > (th.max_output_ratio if j == output else th.max_ratio)]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .base import Detection, median, rule
 from .update_ratio import ratios
 
@@ -42,10 +40,12 @@ def check(ctx, th: Thresholds):
         return None
     loss = ctx.history.series(None, "loss")
     if loss is not None and loss.total >= 10:
-        start, recent = median(loss.first(5)[1]), median(loss.last(10)[1])
+        start, recent = loss.of_first(5, median), median(loss.last_values(10))
         if start > 0 and recent < th.max_loss_fraction * start:
             return []
-    low = np.isfinite(found) & (found > 0) & (found < th.min_ratio)
+    under = (found < th.min_ratio).nonzero()[0]  # then the ones above 0 (and so finite) among them
+    if not under.size:
+        return []
     names = ctx.history.names("update")
     return [Detection(names[j], f"updates are {r:.2g} of the weights' norm", {"ratio": r, "healthy": 1e-3})
-            for j, r in zip(cols[low].tolist(), found[low].tolist())]
+            for j, r in zip(cols[under].tolist(), found[under].tolist()) if r > 0]

@@ -1,9 +1,8 @@
 """vanishing-activations: activation spread collapses toward 0 with depth."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from .base import Detection, rule
 from .depth import stds_by_depth
@@ -41,10 +40,10 @@ def check(ctx, th: Thresholds):
     if len(cols) < 2:
         return None
     first, last = stds[0], stds[-1]
-    if not (np.isfinite(first) and np.isfinite(last)) or first <= th.min_std:
+    if not (math.isfinite(first) and math.isfinite(last)) or first <= th.min_std:
         return []
     ratio = last / first
-    collapsed = np.flatnonzero((stds < first * th.min_depth_ratio) | (stds < th.min_std))
+    collapsed = ((stds < first * th.min_depth_ratio) | (stds < th.min_std)).nonzero()[0]
     if ratio < th.min_depth_ratio or collapsed.size:
         names = ctx.history.names("activation")
         where = names[cols[collapsed[0]]] if collapsed.size else names[cols[-1]]

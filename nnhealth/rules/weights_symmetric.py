@@ -39,26 +39,30 @@ def check(ctx, th: Thresholds):
         return None
     block = h.block("parameter")
     cols = cols[:-1]
-    cols = cols[block.latest[cols, H["count"]] >= 2]
-    names, units = h.names("parameter"), block.munits[cols]
+    latest = block.latest[cols]
+    identical = _identical_units(block, cols, latest, th.tolerance)
+    identical &= latest[:, H["count"]] >= 2
+    cols = cols[identical]
+    names = h.names("parameter")
     out = []
-    for j, n, identical in zip(cols.tolist(), units.tolist(), _identical_units(block, cols, th.tolerance).tolist()):
-        if identical:
-            s = block.latest_summary(j)
-            n = n or 1
-            out.append(Detection(names[j], f"all {n} units have identical weights",
-                                 {"units": n, "weight_std": s.std, "weight_mean": s.mean}))
+    for j, n in zip(cols.tolist(), block.munits[cols].tolist()):
+        s = block.latest_summary(j)
+        n = n or 1
+        out.append(Detection(names[j], f"all {n} units have identical weights",
+                             {"units": n, "weight_std": s.std, "weight_mean": s.mean}))
     return out
 
 
-def _identical_units(block, cols: np.ndarray, tolerance: float) -> np.ndarray:
-    """Per layer ``cols`` of the parameter block, whether the per-unit weight sums and sums of squares of
-    its latest summary agree within ``tolerance`` (with fewer than two units: whether all its values are
-    equal); every layer in a few array operations (a model has hundreds of weight tensors)."""
-    latest = block.latest[cols]
+def _identical_units(block, cols: np.ndarray, latest: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per layer ``cols`` of the parameter block (``latest``: their latest headers), whether the per-unit
+    weight sums and sums of squares of its latest summary agree within ``tolerance`` (with fewer than two
+    units: whether all its values are equal); every layer in a few array operations (a model has hundreds
+    of weight tensors)."""
     out = latest[:, H["max"]] == latest[:, H["min"]]
     units = block.munits[cols]
-    with_units = np.flatnonzero(units >= 2)
+    with_units = (units >= 2).nonzero()[0]
+    if not with_units.size:  # parameters sampled without per-unit sums (the adapters, after watch time)
+        return out
     sizes = units[with_units].tolist()
     parts = list(zip((block.latest_vectors[j] for j in cols[with_units].tolist()),
                      block.moffset[cols[with_units]].tolist(), sizes))
