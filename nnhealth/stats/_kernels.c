@@ -519,6 +519,38 @@ take_buffers(PyObject *seq, Py_buffer *views, Py_ssize_t n, int width, int writa
     return 0;
 }
 
+/* The buffers of two sequences of n items: views[0..n) of first, views[n..2n) of second (when given),
+ * each the size of the first's item of the same place; second's writable where asked, and None
+ * (untaken) where none_ok. Returns the views, to be released with release_buffers(views, 2 * n) and
+ * freed with PyMem_Free; NULL with an error set and nothing held. */
+static Py_buffer *
+take_pairs(PyObject *first, PyObject *second, Py_ssize_t n, int width, int writable, int none_ok,
+           const char *what)
+{
+    Py_buffer *views = PyMem_Calloc(n ? 2 * n : 1, sizeof(Py_buffer)); /* zeroed: nothing taken */
+    Py_ssize_t *sizes = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (views == NULL || sizes == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    if (take_buffers(first, views, n, width, 0, NULL, 0, what) < 0) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = views[i].len;
+    }
+    if (second != NULL && take_buffers(second, views + n, n, width, writable, sizes, none_ok, what) < 0) {
+        release_buffers(views, n);
+        goto fail;
+    }
+    PyMem_Free(sizes);
+    return views;
+fail:
+    PyMem_Free(views);
+    PyMem_Free(sizes);
+    return NULL;
+}
+
 PyDoc_STRVAR(columns_doc,
 "columns(arrays, width, out, copies=None)\n\n"
 "For each contiguous float buffer of the sequence arrays (all of width 4: float32, or 8: float64), its\n"
@@ -539,8 +571,8 @@ columns(PyObject *self, PyObject *args)
     }
     PyObject *seq = PySequence_Fast(arrays, "columns: arrays must be a sequence");
     PyObject *into = copies == Py_None ? NULL : PySequence_Fast(copies, "columns: copies must be a sequence");
-    Py_buffer *views = NULL, *targets = NULL;
-    Py_ssize_t *sizes = NULL, n = 0, taken = 0, targeted = 0;
+    Py_buffer *views = NULL;
+    Py_ssize_t n = 0;
     if (seq == NULL || (copies != Py_None && into == NULL)) {
         goto done;
     }
@@ -549,31 +581,14 @@ columns(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "columns: out must hold 5 numbers per array, copies one per array");
         goto done;
     }
-    views = PyMem_Calloc(n ? 2 * n : 1, sizeof(Py_buffer));
-    sizes = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
-    if (views == NULL || sizes == NULL) {
-        PyErr_NoMemory();
+    if ((views = take_pairs(seq, into, n, width, 1, 1, "columns")) == NULL) {
         goto done;
-    }
-    targets = views + n;
-    if (take_buffers(seq, views, n, width, 0, NULL, 0, "columns") < 0) {
-        goto done;
-    }
-    taken = n;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sizes[i] = views[i].len;
-    }
-    if (into) {
-        if (take_buffers(into, targets, n, width, 1, sizes, 1, "columns copies") < 0) {
-            goto done;
-        }
-        targeted = n;
     }
     double *rows = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
         double s = 0, q = 0, m = 0, lo, hi;
-        void *copy = into ? targets[i].buf : NULL;
+        void *copy = views[n + i].buf; /* NULL: no copy (none asked, or None) */
         if (width == 4) {
             columns_f((const float *)views[i].buf, views[i].len / 4, (float *)copy, &s, &q, &m, &lo, &hi);
         } else {
@@ -590,10 +605,10 @@ columns(PyObject *self, PyObject *args)
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    release_buffers(views, taken);
-    release_buffers(targets, targeted);
-    PyMem_Free(views);
-    PyMem_Free(sizes);
+    if (views != NULL) {
+        release_buffers(views, 2 * n);
+        PyMem_Free(views);
+    }
     Py_XDECREF(seq);
     Py_XDECREF(into);
     PyBuffer_Release(&out);
@@ -618,7 +633,7 @@ difference(PyObject *self, PyObject *args)
     PyObject *a = PySequence_Fast(first, "difference: a must be a sequence");
     PyObject *b = a ? PySequence_Fast(second, "difference: b must be a sequence") : NULL;
     Py_buffer *views = NULL;
-    Py_ssize_t *sizes = NULL, n = 0, taken = 0, taken_b = 0;
+    Py_ssize_t n = 0;
     if (a == NULL || b == NULL) {
         goto done;
     }
@@ -627,23 +642,9 @@ difference(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "difference: a and b must be as long, out hold a number per pair");
         goto done;
     }
-    views = PyMem_Calloc(n ? 2 * n : 1, sizeof(Py_buffer));
-    sizes = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
-    if (views == NULL || sizes == NULL) {
-        PyErr_NoMemory();
+    if ((views = take_pairs(a, b, n, width, 0, 0, "difference")) == NULL) {
         goto done;
     }
-    if (take_buffers(a, views, n, width, 0, NULL, 0, "difference") < 0) {
-        goto done;
-    }
-    taken = n;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sizes[i] = views[i].len;
-    }
-    if (take_buffers(b, views + n, n, width, 0, sizes, 0, "difference") < 0) {
-        goto done;
-    }
-    taken_b = n;
     double *totals = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -655,10 +656,10 @@ difference(PyObject *self, PyObject *args)
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    release_buffers(views, taken);
-    release_buffers(views ? views + n : NULL, taken_b);
-    PyMem_Free(views);
-    PyMem_Free(sizes);
+    if (views != NULL) {
+        release_buffers(views, 2 * n);
+        PyMem_Free(views);
+    }
     Py_XDECREF(a);
     Py_XDECREF(b);
     PyBuffer_Release(&out);
