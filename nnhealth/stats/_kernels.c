@@ -551,6 +551,22 @@ fail:
     return NULL;
 }
 
+/* What columns and difference hold, released: the views of take_pairs (NULL: none), their two sequences
+ * and the output buffer; returns result (a new reference to None, or NULL after an error). */
+static PyObject *
+release_pairs(PyObject *result, Py_buffer *views, Py_ssize_t n, PyObject *first, PyObject *second,
+              Py_buffer *out)
+{
+    if (views != NULL) {
+        release_buffers(views, 2 * n);
+        PyMem_Free(views);
+    }
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    PyBuffer_Release(out);
+    return result;
+}
+
 PyDoc_STRVAR(columns_doc,
 "columns(arrays, width, out, copies=None)\n\n"
 "For each contiguous float buffer of the sequence arrays (all of width 4: float32, or 8: float64), its\n"
@@ -605,14 +621,7 @@ columns(PyObject *self, PyObject *args)
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    if (views != NULL) {
-        release_buffers(views, 2 * n);
-        PyMem_Free(views);
-    }
-    Py_XDECREF(seq);
-    Py_XDECREF(into);
-    PyBuffer_Release(&out);
-    return result;
+    return release_pairs(result, views, n, seq, into, &out);
 }
 
 PyDoc_STRVAR(difference_doc,
@@ -656,14 +665,7 @@ difference(PyObject *self, PyObject *args)
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    if (views != NULL) {
-        release_buffers(views, 2 * n);
-        PyMem_Free(views);
-    }
-    Py_XDECREF(a);
-    Py_XDECREF(b);
-    PyBuffer_Release(&out);
-    return result;
+    return release_pairs(result, views, n, a, b, &out);
 }
 
 PyDoc_STRVAR(activation_doc,
