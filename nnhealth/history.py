@@ -268,6 +268,16 @@ class History:
             value = self._memo[key] = compute()
         return value
 
+    def reuse(self, key, facts, compute):
+        """``compute()``, kept in :attr:`carry` under ``key`` from step to step and made anew only when
+        ``facts`` (what it is made of: layer names, kinds) differ from those it was made of."""
+        last = self.carry.get(key)
+        if last is not None and last[0] == facts:
+            return last[1]
+        value = compute()
+        self.carry[key] = (facts, value)
+        return value
+
     # -- reading -------------------------------------------------------------
     def series(self, where: str | None, stat: str) -> Series | None:
         return self._series.get((where, stat))

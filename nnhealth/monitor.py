@@ -25,7 +25,7 @@ from .derived import derive_step
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
-from .inflight import MAX_HELD, InFlight, Outgoing
+from .inflight import InFlight, Outgoing
 from .rules import RULES
 from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
 from .sinks.console import install_default_handler
@@ -459,7 +459,7 @@ class Monitor:
         while the interpreter's caches are warm (one step at a time, between the training's own
         kernels, each costs several times more)."""
         first = self._first_loss
-        if first is None or len(self._deferred) >= min(self.every, MAX_HELD):
+        if first is None or len(self._deferred) >= self._flight.limit:  # min(every, MAX_HELD), as held ones
             return False
         for name, value in values.items():
             if not math.isfinite(value) or (name == "loss" and value > first):

@@ -175,13 +175,12 @@ def _weights(history: History, role: str, names: tuple) -> np.ndarray:
     columns are made anew only when those changed since the last step that asked."""
     meta = history.meta
     are = [meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names]
-    last = history.carry.get(("weights", role))
-    if last is not None and last[0] == names and last[1] == are:
-        return last[2]
-    cols = np.flatnonzero(np.array(are, dtype=bool))
-    cols.flags.writeable = False
-    history.carry[("weights", role)] = (names, are, cols)
-    return cols
+    return history.reuse(("weights", role), (names, are), lambda: _read_only(np.flatnonzero(are)))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def kind_mask(history: History, flag: str) -> np.ndarray:
@@ -199,9 +198,10 @@ def _kind_flags(history: History) -> dict[str, np.ndarray]:
     that asked."""
     meta = history.meta
     kinds = [meta.get(name, _NO_META).get("kind") for name in history.names("activation")]
-    last = history.carry.get("kind_flags")
-    if last is not None and last[0] == kinds:
-        return last[1]
+    return history.reuse("kind_flags", kinds, lambda: _flags_of(kinds))
+
+
+def _flags_of(kinds: list) -> dict[str, np.ndarray]:
     known, rows = {}, []
     for kind in kinds:
         got = known.get(kind)
@@ -209,10 +209,8 @@ def _kind_flags(history: History) -> dict[str, np.ndarray]:
             k = get_kind(kind) if kind is not None else None
             got = known[kind] = tuple(k is not None and bool(getattr(k, flag)) for flag in _FLAGS)
         rows.append(got)
-    flags = np.array(rows, dtype=bool).reshape(len(rows), len(_FLAGS))
-    flags.flags.writeable = False
-    history.carry["kind_flags"] = (kinds, {flag: flags[:, i] for i, flag in enumerate(_FLAGS)})
-    return history.carry["kind_flags"][1]
+    flags = _read_only(np.array(rows, dtype=bool).reshape(len(rows), len(_FLAGS)))
+    return {flag: flags[:, i] for i, flag in enumerate(_FLAGS)}
 
 
 def series_medians(history: History, role: str, stats: tuple[str, ...], cols: np.ndarray, points: int) -> list:
