@@ -1,16 +1,23 @@
-"""Living with ``torch.compile``: hooks that run eagerly inside compiled code, and what to say when they cannot.
+"""Living with ``torch.compile``: compiled forwards untouched on most steps, run eagerly on sampled ones.
 
-A forward hook present when a module is compiled is traced with it. nnhealth's
-hooks read and write Python state (is this step sampled? the pending
-statistics), which must not be baked into a graph, so each hook checks
-:func:`is_compiling` and hands over to a function marked :func:`eager`: the
-compiler breaks the graph there and calls it with real tensors. On older
-versions of PyTorch, hooks added after a module was compiled and run are
-never called at all; :func:`compiled_parts` finds such modules so the adapter
-can name them when activations fail to arrive, and :func:`refresh` drops
-their compiled code once so that the next call compiles the hooks in.
+A forward hook present when a module is compiled is traced with it. Had
+nnhealth's hooks handed over to Python there (a graph break), every step
+would pay for it, and a break inside a loop (``nn.Sequential``, a model's
+``for block in self.blocks``) makes the compiler give up on that whole
+function for good. So a traced hook does nothing at all: the compiled graph
+is the one the model has unwatched. Sampled steps instead run compiled code
+eagerly (:func:`hold_eager`, the compiler's ``force_eager`` stance, from the
+``step()`` before a sampled step until its training forward ends), where
+every hook sees real tensors. On PyTorch older than 2.6, which has no
+stances, each hook hands over to a function marked :func:`eager` as before,
+and hooks added after a module was compiled and run may never be called:
+:func:`compiled_parts` finds such modules so the adapter can name them, and
+:func:`refresh` drops their compiled code once so that the next call
+compiles the hooks in.
 """
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -24,6 +31,34 @@ try:
 except ImportError:  # a build without the compiler: nothing is ever compiled
     def _disable(fn=None, recursive=True):
         return fn
+
+
+#: sampled steps run compiled code eagerly (``torch.compiler.set_stance``, PyTorch 2.6 and later)
+EAGER_WHEN_SAMPLED = hasattr(getattr(torch, "compiler", None), "set_stance")
+
+#: the stance set while any owner holds it: [handle that restores the one before, set of owners]
+_held: list = [None, set()]
+
+
+def hold_eager(owner) -> None:
+    """Run compiled code eagerly until every owner has called :func:`release_eager`. Nothing where
+    the compiler is not even imported (nothing was compiled: importing it would cost a second)."""
+    if not EAGER_WHEN_SAMPLED or owner is None or owner in _held[1] or "torch._dynamo" not in sys.modules:
+        return
+    if _held[0] is None:
+        _held[0] = torch.compiler.set_stance("force_eager")
+    _held[1].add(owner)
+
+
+def release_eager(owner) -> None:
+    """``owner`` no longer needs compiled code run eagerly; the last one restores the stance before."""
+    owners = _held[1]
+    if owner is None or owner not in owners:
+        return
+    owners.discard(owner)
+    if not owners:
+        handle, _held[0] = _held[0], None
+        handle.__exit__(None, None, None)
 
 
 def eager(fn):

@@ -9,11 +9,9 @@ run, so such an activation is named after the module that called it
 (``block.relu``, ``block.relu_1`` for its second one). On other steps every
 hook returns at its first line and nothing is computed.
 
-Compiled models (``torch.compile``) are watched too: each hook hands over to
-an eager function (the graph breaks there), and the function mode, active on
-sampled steps only, makes the compiler trace a separate variant of the
-forward for those steps, with the hooks in it; the other steps keep the
-unbroken graph.
+Compiled models (``torch.compile``) are watched too: traced into compiled
+code, every hook does nothing, so the compiled graph is the unwatched one,
+and sampled steps run the compiled code eagerly (see :mod:`._torch_compile`).
 
 Statistics are computed at once, on the tensor's device, and handed to the
 monitor when the forward ends, minus any activation whose output *is* the
@@ -32,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 
 from nnhealth.stats import summarize
 
+from . import _torch_compile
 from ._torch_compile import eager, is_compiling
 from ._torch_kinds import CHANNEL_FIRST, function_kind, is_activation_like, module_kind
 
@@ -64,7 +63,7 @@ class _FunctionalActivations(TorchFunctionMode):
         out = func(*args, **kwargs)
         found = function_kind(func, args, kwargs)
         if found is not None and isinstance(out, torch.Tensor):
-            if is_compiling():  # traced: the graph breaks here, on sampled steps only
+            if is_compiling():  # traced (PyTorch without stances): the graph breaks here
                 self.capture.functional_in_graph(found, out)
             else:
                 self.capture.functional(found, out)
@@ -225,13 +224,15 @@ class ForwardWatch:
         a sampled forward every hook has nothing to do, and says so in its own frame: the hooks run on
         every forward of every step, one per activation module (hundreds in a large model)."""
         guarded = self.ctx.guard(part, impl)
-        in_graph = eager(guarded)
-        mon = self.ctx.monitor
+        in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(guarded)
+        sampling = self.ctx.monitor.sampling
 
         def hook(*args):
             if is_compiling():
-                return in_graph(*args)
-            if self.capture is None and not mon.sampled:
+                if in_graph is not None:  # PyTorch without stances: the graph breaks here
+                    return in_graph(*args)
+                return None  # nothing: sampled steps run eagerly (see _torch_compile)
+            if self.capture is None and not sampling.on:
                 return None
             return guarded(*args)
 
@@ -277,6 +278,7 @@ class ForwardWatch:
             return None
         self.capture = None
         capture.close()
+        self.ctx.forward_ended()
         if output is None:  # the forward raised: nothing it saw is trustworthy
             return None
         if self.hooked:

@@ -34,13 +34,14 @@ loop never sees the error (``Monitor(strict=True)`` re-raises it instead).
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 
 from nnhealth.stats.backend import ops_for
 
-from . import _torch_dist
-from ._torch_compile import compiled_parts, refresh, unwrap
+from . import _torch_compile, _torch_dist
+from ._torch_compile import compiled_parts, hold_eager, refresh, release_eager, unwrap
 from ._torch_forward import ForwardWatch
 from ._torch_fused import HEADER_ONLY
 from ._torch_init import observe_initial, record_follows
@@ -68,6 +69,8 @@ class TorchWatcher:
         self._follows_recorded = False
         self.forward = None
         self.grads = None
+        self._sampling = None
+        self._eager_token = None
         if self.distributed:
             _torch_dist.install(monitor)
         # each part is set up fail-open too: one that cannot be leaves the others watching
@@ -78,8 +81,16 @@ class TorchWatcher:
         if gradients or updates or optimizer is not None:
             self.grads = self.guard(("watch", "optimizer"), GradientWatch)(
                 self, self.root, optimizer, gradients=gradients, updates=updates)
-        if self._compiled and self.forward is not None:
-            self._recompile(model)
+        if self.forward is not None:
+            # compiled code runs eagerly on sampled steps, from the step() before one until its forward ends;
+            # a watcher dropped unclosed (with its model and monitor) lets go when it is collected
+            self._eager_token = object()
+            weakref.finalize(self, release_eager, self._eager_token).atexit = False
+            self._sampling = self.guard(("watch", "compile"), self._sampling_changed)
+            monitor.sampling.listeners.append(self._sampling)
+            self._sampling(monitor.sampling.on)
+            if self._compiled and not _torch_compile.EAGER_WHEN_SAMPLED:
+                self._recompile(model)
         if optimizer is None and gradients:
             self.say("no-optimizer", logging.INFO, "nnhealth: no optimizer given to watch(): gradients are read "
                      "when backward ends and updates are not measured; watch(model, optimizer) gives both")
@@ -118,6 +129,21 @@ class TorchWatcher:
     def add_activation(self, name: str, kind: str, layout, vector) -> None:
         self.monitor._history.meta.setdefault(name, {})["kind"] = kind
         self.add("activation", name, vector, layout)
+
+    def _sampling_changed(self, on: bool) -> None:
+        """Compiled code runs eagerly on sampled steps, from the step() before one until its training forward
+        ends (see _torch_compile). Whether the model is compiled cannot be told beforehand (it may be
+        compiled after watch(), and compiled code may not even run the hooks it was traced without), and
+        where nothing is compiled the stance changes nothing."""
+        if on:
+            hold_eager(self._eager_token)
+        else:
+            release_eager(self._eager_token)
+
+    def forward_ended(self) -> None:
+        """A sampled training forward ended (or failed): the rest of the step (a compiled loss or
+        optimizer step) runs compiled again."""
+        release_eager(self._eager_token)
 
     def after_forward(self, output) -> None:
         """A sampled training forward ended: record what it taught, arrange the gradient read."""
@@ -172,6 +198,10 @@ class TorchWatcher:
     # -- closing -----------------------------------------------------------------------------
     def close(self) -> None:
         """Remove every hook; afterwards the model and optimizer hold no reference to nnhealth."""
+        release_eager(self._eager_token)
+        listeners = self.monitor.sampling.listeners
+        if self._sampling in listeners:
+            listeners.remove(self._sampling)
         for part in (self.forward, self.grads):
             if part is not None:
                 part.close()

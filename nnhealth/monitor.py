@@ -97,6 +97,22 @@ def _plain_scalar(value) -> float | None:
     return None
 
 
+class Sampling:
+    """Whether the step under way is sampled, as one plain attribute that the hooks read on every call.
+    An adapter that prepares sampled steps (the PyTorch one has compiled code run eagerly on them) listens
+    for the changes: ``listeners`` are called with the new value."""
+
+    def __init__(self):
+        self.on = True  # step 0 is sampled
+        self.listeners: list = []
+
+    def set(self, on: bool) -> None:
+        if on is not self.on:
+            self.on = on
+            for listener in self.listeners:
+                listener(on)
+
+
 class Monitor:
     """Watches one training run. See DESIGN.md for the API.
 
@@ -143,6 +159,7 @@ class Monitor:
         #: metrics) before they are copied to the host (the distributed adapter reduces them here)
         self.before_fetch = None
         self._next = 0
+        self.sampling = Sampling()
         #: unsampled steps whose loss is recorded and judged with the next step that does work (see _defer)
         self._deferred: list[tuple[int, dict]] = []
         self._first_loss: float | None = None
@@ -182,7 +199,12 @@ class Monitor:
 
     @property
     def sampled(self) -> bool:
-        return not self._closed and self._next % self.every == 0
+        """Whether the step under way (the one the next ``step()`` call closes) is sampled."""
+        return self.sampling.on
+
+    def _advance(self, step: int) -> None:
+        self._next = step + 1
+        self.sampling.set(not self._closed and self._next % self.every == 0)
 
     # -- failure handling ----------------------------------------------------
     def _say_once(self, key: str, message: str, level=logging.WARNING, exc_info=False) -> None:
@@ -419,14 +441,14 @@ class Monitor:
         if not pending and not device and not flight:  # an unsampled step: nothing to copy
             if not sampled:
                 return self._unsampled(step, numbers_now)
-            self._next = step + 1
+            self._advance(step)
             return self._settle() + self.ingest(step, numbers_now, {}, sampled=sampled)
         settled = self._settle()
         items = [(key, ops, layout, vec) for key, (ops, layout, vec) in pending.items()]
         if (items or device) and self.before_fetch is not None:
             items, device = self.before_fetch(items, device)
         out = Outgoing(step, sampled, numbers_now, items, device)
-        self._next = step + 1
+        self._advance(step)
         if (not items and self.before_fetch is None and (device or flight.held)
                 and all(ops.is_async for ops, _ in device.values())):
             # scalars on an accelerator alone (an unsampled step's loss), or host numbers behind such
@@ -444,7 +466,7 @@ class Monitor:
         """A step with host numbers alone and nothing in flight. Every unsampled step takes this path,
         between the training's own kernels, with the interpreter's caches cold: each call here costs
         several microseconds, so it makes few (the loss of a small model's step is read in one)."""
-        self._next = step + 1
+        self._advance(step)
         if self._defer(step, values):
             return []
         return self._settle() + self.ingest(step, values, {}, sampled=False)
@@ -597,6 +619,7 @@ class Monitor:
                 raise
             self._failed(("close",), e)
         self._closed = True
+        self.sampling.set(False)
         for w in self._watchers:
             try:
                 w.close()

@@ -1,4 +1,5 @@
-"""torch.compile: activations are seen whether the model is compiled before or after watch().
+"""torch.compile: activations are seen whether the model is compiled before or after watch(), and the
+compiled graph of the steps that are not sampled is the unwatched one.
 
 Compiling with the ``eager`` backend runs TorchDynamo, which decides whether
 hooks are part of the compiled code, without the minutes a C++ backend
@@ -15,12 +16,26 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from nnhealth.hooks import _torch_compile  # noqa: E402
 from torch_training import training_steps  # noqa: E402
 
 try:
     import torch._dynamo  # noqa: F401, E402
+    from torch._dynamo.utils import counters  # noqa: E402
 except Exception as e:  # pragma: no cover - a build without the compiler
     pytest.skip(f"torch.compile is unavailable in this build: {e}", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def no_eager_stance_left_over():
+    """Every test starts and ends with the compiler's default stance: nnhealth's hold is let go."""
+    import gc
+
+    gc.collect()  # watchers other tests dropped unclosed
+    assert torch._dynamo.eval_frame._stance.stance == "default"
+    yield
+    gc.collect()
+    assert torch._dynamo.eval_frame._stance.stance == "default"
 
 
 class Net(nn.Module):
@@ -35,10 +50,29 @@ class Net(nn.Module):
         return self.out(torch.tanh(self.fc2(self.act(self.fc1(x)))))
 
 
-def run(order: str, steps: int = 6, **options):
-    torch._dynamo.reset()
+class Stack(nn.Module):
+    """Blocks run in a loop, as most deep models do: a graph break inside the loop would make the
+    compiler give up on the whole forward for good."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(*(nn.Sequential(nn.Linear(16, 16), nn.ReLU()) for _ in range(3)))
+        self.inp = nn.Linear(8, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+
+def run(order: str, steps: int = 6, net=None, reset=True, **options):
+    if reset:
+        torch._dynamo.reset()
+    counters.clear()
     torch.manual_seed(0)
-    net = Net()
+    net = net or Net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     mon = Monitor(every=2, console=False)
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
@@ -57,6 +91,10 @@ def run(order: str, steps: int = 6, **options):
     return mon
 
 
+def breaks() -> int:
+    return sum(counters["graph_break"].values())
+
+
 @pytest.mark.parametrize("order", ["watch, then compile", "compile, then watch"])
 def test_compiled_model_shows_module_and_functional_activations(order, caplog):
     with caplog.at_level(logging.INFO, logger="nnhealth"):
@@ -66,8 +104,85 @@ def test_compiled_model_shows_module_and_functional_activations(order, caplog):
     assert len(h.summaries("activation", "act")) == 3  # every sampled step, none of the others
     assert h.names("input") == ["input"]
     assert len(h.values("fc1.weight", "gradient/norm")) == 3
-    if order == "compile, then watch":
-        assert any("recompil" in r.getMessage() for r in caplog.records)
+    # sampled steps run eagerly: the hooks traced into the graph do nothing, so nothing breaks it,
+    # and a model compiled before watch() needs no recompilation to be seen
+    assert breaks() == 0 and counters["stats"]["unique_graphs"] == 1
+    assert not any("recompil" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("order", ["watch, then compile", "compile, then watch"])
+def test_a_model_that_runs_its_blocks_in_a_loop_stays_one_graph(order):
+    mon = run(order, steps=8, net=Stack())
+    assert breaks() == 0 and counters["stats"]["unique_graphs"] == 1
+    h = mon.history
+    assert sorted(h.names("activation")) == ["blocks.0.1", "blocks.1.1", "blocks.2.1", "tanh"]
+    assert [s for s, _ in h.summaries("activation", "blocks.2.1")] == [0, 2, 4, 6]
+
+
+def test_the_compiler_runs_eagerly_from_the_step_before_a_sampled_one_until_its_forward_ends():
+    torch._dynamo.reset()
+    counters.clear()
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+
+    def stance():
+        return torch._dynamo.eval_frame._stance.stance
+
+    mon = Monitor(every=3, console=False).watch(net, opt)
+    model = torch.compile(net, backend="eager")
+    loss_fn = torch.compile(F.cross_entropy, backend="eager")
+    seen = []
+    for step in range(7):
+        seen.append(stance())  # before the forward
+        out = model(x)
+        seen.append(stance())  # the loss, backward and optimizer step run compiled again
+        loss = loss_fn(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.step(step, loss=loss)
+    assert seen[0::2] == ["force_eager", "default", "default"] * 2 + ["force_eager"]
+    assert set(seen[1::2]) == {"default"}
+    mon.close()
+    assert stance() == "default"
+    assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 3, 6]
+    assert breaks() == 0
+
+
+def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen():
+    torch._dynamo.reset()
+    other = torch.compile(Net(), backend="eager")
+    other(torch.randn(32, 8))  # compiled unwatched: a second instance reuses this code, hooks not traced
+    mon = run("watch, then compile", steps=6, reset=False)
+    assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 2, 4]
+
+
+def test_eager_steps_are_held_until_the_last_owner_lets_go_then_the_users_stance_is_back():
+    first, second = object(), object()
+    torch.compiler.set_stance("eager_on_recompile")
+    try:
+        _torch_compile.hold_eager(first)
+        _torch_compile.hold_eager(second)
+        _torch_compile.hold_eager(first)  # twice: still one hold
+        _torch_compile.release_eager(first)
+        assert torch._dynamo.eval_frame._stance.stance == "force_eager"
+        _torch_compile.release_eager(second)
+        _torch_compile.release_eager(second)  # not held any more: nothing
+        assert torch._dynamo.eval_frame._stance.stance == "eager_on_recompile"
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def test_a_watcher_dropped_unclosed_lets_go_when_collected():
+    import gc
+
+    net = Net()
+    mon = Monitor(every=2, console=False).watch(net)  # step 0 is sampled: held until its forward
+    assert torch._dynamo.eval_frame._stance.stance == "force_eager"
+    del mon, net
+    gc.collect()
+    assert torch._dynamo.eval_frame._stance.stance == "default"
 
 
 def test_compile_then_watch_without_function_mode_still_sees_module_activations():
@@ -75,10 +190,24 @@ def test_compile_then_watch_without_function_mode_still_sees_module_activations(
     assert mon.history.names("activation") == ["act"]
 
 
+@pytest.mark.parametrize("order", ["watch, then compile", "compile, then watch"])
+def test_without_compiler_stances_hooks_break_the_graph_and_still_see_everything(order, monkeypatch, caplog):
+    monkeypatch.setattr(_torch_compile, "EAGER_WHEN_SAMPLED", False)  # PyTorch older than 2.6
+    with caplog.at_level(logging.INFO, logger="nnhealth"):
+        mon = run(order)
+    h = mon.history
+    assert h.names("activation") == ["act", "tanh"]
+    assert len(h.summaries("activation", "act")) == 3
+    assert breaks() > 0
+    if order == "compile, then watch":
+        assert any("recompil" in r.getMessage() for r in caplog.records)
+
+
 def test_compiled_code_that_skips_the_hooks_is_named_loudly_once(monkeypatch, caplog):
     import nnhealth.hooks.torch as adapter
 
-    monkeypatch.setattr(adapter, "refresh", lambda model: False)  # a PyTorch that cannot recompile
+    monkeypatch.setattr(_torch_compile, "EAGER_WHEN_SAMPLED", False)  # PyTorch older than 2.6
+    monkeypatch.setattr(adapter, "refresh", lambda model: False)  # that cannot recompile either
     with caplog.at_level(logging.INFO, logger="nnhealth"):
         mon = run("compile, then watch", steps=8, functional=False)
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
