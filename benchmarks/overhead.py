@@ -6,7 +6,8 @@ block and repeated (:mod:`overhead_timing`); the table shows the median
 ratio of each variant's time per step to the plain loop measured in the same
 rounds, on the process's CPU time (all threads: nnhealth's writer thread
 counts) and on wall time, and the peak memory of a process running the
-variant alone. Then the host side alone (:mod:`overhead_engine`): the rule
+variant alone. A part of its own times the workloads compiled
+(``torch.compile``, inductor) with and without nnhealth. Then the host side alone (:mod:`overhead_engine`): the rule
 engine's time per ``step()`` for 10, 100 and 1000 watched layers, and
 resident memory after 10k and 200k steps with 100 layers.
 
@@ -16,7 +17,7 @@ exists the workloads also run there (wall time between synchronisations).
 
     python benchmarks/overhead.py                 # everything (about 10 minutes on 2 CPU cores)
     python benchmarks/overhead.py --quick         # fewer rounds and steps, a first look
-    python benchmarks/overhead.py --only engine   # one part: timing, memory, engine, long-run
+    python benchmarks/overhead.py --only engine   # one part: timing, compiled, memory, engine, long-run
     python benchmarks/overhead.py --json out.json # the numbers as JSON too
 
 Exit status: 0 when every target holds, 1 when one does not.
@@ -39,7 +40,8 @@ import torch  # noqa: E402
 
 from benchmarks.overhead_engine import engine_ms_per_step, long_run_memory  # noqa: E402
 from benchmarks.overhead_timing import interleaved, median_ratio, peak_memory  # noqa: E402
-from benchmarks.overhead_workloads import CONTROL, VARIANTS, WORKLOADS  # noqa: E402
+from benchmarks.overhead_workloads import (COMPILED, COMPILED_WORKLOADS, CONTROL, EAGER,  # noqa: E402
+                                           EAGER_WORKLOADS, WORKLOADS)
 
 #: variant -> the most it may cost, as a ratio to the plain loop (None: measured for comparison)
 TARGETS = {"nnhealth (defaults)": 1.02, "nnhealth every=1": 1.2}
@@ -63,36 +65,36 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def timing_section(devices, args, root) -> dict:
+def timing_section(devices, args, root, variants=EAGER, workloads=EAGER_WORKLOADS, part="") -> dict:
+    """Every variant timed against the first (the plain loop), interleaved, per workload and device."""
     results = {}
-    variants = list(VARIANTS)
     for device in devices:
-        for workload in WORKLOADS:
-            key = f"{workload}/{device}"
+        for workload in workloads:
+            key = f"{workload}/{device}{part}"
             _say(f"timing {key}: {args.rounds} rounds x {len(variants)} variants x {args.block} steps")
             times = interleaved(workload, variants, torch.device(device), rounds=args.rounds, block=args.block,
                                 warmup=args.warmup, root=root,
                                 progress=lambda r, n: _say(f"  round {r}/{n}"))
-            plain = times["plain"]
+            plain = times[variants[0]]
             clocks = ["wall"] if device.startswith("cuda") else ["cpu", "wall"]
             rows = {}
             for v in variants:
                 t = times[v]
                 rows[v] = {"ms_per_step": 1e3 * float(np.median(getattr(t, clocks[0]))),
                            **{f"ratio_{c}": median_ratio(t, plain, c) for c in clocks}}
-            results[key] = {"workload": WORKLOADS[workload].name, "device": device, "clock": clocks[0],
-                            "rows": rows}
+            results[key] = {"workload": WORKLOADS[workload].name + (", compiled" if part else ""),
+                            "device": device, "clock": clocks[0], "rows": rows}
     return results
 
 
 def memory_section(devices, args, root, timing: dict) -> None:
     for device in devices:
-        for workload in WORKLOADS:
+        for workload in EAGER_WORKLOADS:
             key = f"{workload}/{device}"
             rows = timing.setdefault(key, {"workload": WORKLOADS[workload].name, "device": device,
                                            "clock": "cpu", "rows": {}})["rows"]
             _say(f"peak memory {key}: one process per variant, {args.memory_steps} steps")
-            for v in VARIANTS:
+            for v in EAGER:
                 if v == CONTROL:  # the same loop as plain: its timing is the point, not its memory
                     continue
                 row = rows.setdefault(v, {})
@@ -140,7 +142,7 @@ def render(results: dict) -> tuple[str, bool]:
         clock = section["clock"]
         lines.append(f"{section['workload']} on {section['device']} "
                      f"(median over rounds of time per step / plain loop's, same rounds)")
-        head = (f"  {'variant':<24} {'ms/step':>8} {'x plain (cpu)':>14} {'x plain (wall)':>15} "
+        head = (f"  {'variant':<30} {'ms/step':>8} {'x plain (cpu)':>14} {'x plain (wall)':>15} "
                 f"{'peak MiB':>14} {'held MiB':>14}  target")
         lines.append(head)
         plain_peak = section["rows"].get("plain", {}).get("peak_mib")
@@ -156,7 +158,7 @@ def render(results: dict) -> tuple[str, bool]:
             wall = f"{row['ratio_wall']:.3f}x" if "ratio_wall" in row else "-"
             ms = f"{row['ms_per_step']:.2f}" if "ms_per_step" in row else "-"
             goal = f"<= {target:.2f}x {verdict}" if target and ratio is not None else ""
-            lines.append(f"  {variant:<24} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14} {held_text:>14}  {goal}")
+            lines.append(f"  {variant:<30} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14} {held_text:>14}  {goal}")
         control = section["rows"].get(CONTROL, {}).get(f"ratio_{clock}")
         if control is not None:
             lines.append(f"  {CONTROL}: the plain loop again; {control:.3f}x is this run's noise floor "
@@ -196,7 +198,7 @@ def render(results: dict) -> tuple[str, bool]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps (a first look)")
-    parser.add_argument("--only", choices=["timing", "memory", "engine", "long-run"], action="append",
+    parser.add_argument("--only", choices=["timing", "compiled", "memory", "engine", "long-run"], action="append",
                         help="run only these parts (repeatable)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                         help="where the workloads run (all: the CPU, and CUDA when there is a device)")
@@ -216,11 +218,14 @@ def main(argv=None) -> int:
     devices = list(dict.fromkeys(devices))
     if not devices:
         _say("no CUDA device: nothing to time on it")
-    parts = set(args.only or ["timing", "memory", "engine", "long-run"])
+    parts = set(args.only or ["timing", "compiled", "memory", "engine", "long-run"])
     results: dict = {"machine": machine(), "command": "python benchmarks/overhead.py" + (" --quick" if quick else "")}
     with tempfile.TemporaryDirectory(prefix="nnhealth-overhead-") as root:
         if "timing" in parts:
             results["timing"] = timing_section(devices, args, root)
+        if "compiled" in parts:
+            results.setdefault("timing", {}).update(timing_section(devices, args, root, COMPILED, COMPILED_WORKLOADS,
+                                                                   "/compiled"))
         if "memory" in parts:
             memory_section(devices, args, root, results.setdefault("timing", {}))
         if "engine" in parts:

@@ -17,7 +17,13 @@ The variants:
 - ``add_histogram every=1`` / ``every=10``: what users write by hand today,
   ``SummaryWriter.add_histogram`` of every parameter and gradient plus scalars;
 - ``naive hooks``: forward hooks on every activation computing mean, std and
-  zero fraction with ``.item()`` on every step.
+  zero fraction with ``.item()`` on every step;
+- ``..., compiled``: the plain loop and nnhealth with the model compiled
+  (``torch.compile`` after ``mon.watch``, the order README recommends), timed
+  against each other in a part of their own (:data:`COMPILED`), on two
+  workloads where compiling pays: a small MLP whose step is mostly the time
+  between its many small operations (as on a GPU), and a stack of residual
+  blocks with many small element-wise operations for the compiler to fuse.
 """
 from __future__ import annotations
 
@@ -48,6 +54,33 @@ def cnn() -> nn.Module:
         nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
+class Residual(nn.Module):
+    """A pre-norm residual MLP block, as in transformers and MLP-Mixers: small element-wise operations
+    (norm, GELU, the residual sum) that the compiler fuses."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.up = nn.Linear(width, 2 * width)
+        self.act = nn.GELU()
+        self.down = nn.Linear(2 * width, width)
+
+    def forward(self, x):
+        return x + self.down(self.act(self.up(self.norm(x))))
+
+
+def small_mlp() -> nn.Module:
+    layers = [nn.Linear(32, 64), nn.ReLU()]
+    for _ in range(6):
+        layers += [nn.Linear(64, 64), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(64, 10))
+
+
+def residual_blocks() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 128), *(Residual(128) for _ in range(8)), nn.LayerNorm(128),
+                         nn.Linear(128, 10))
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
@@ -63,7 +96,16 @@ WORKLOADS = {
                     lambda params: torch.optim.SGD(params, lr=0.01), (784,), 128),
     "cnn": Workload("CNN 2x(conv-BN-ReLU-pool)+FC, 3x32x32, batch 64, Adam", cnn,
                     lambda params: torch.optim.Adam(params, lr=1e-3), (3, 32, 32), 64),
+    # where compiling pays (the compiled part of the benchmark): a step made of many small operations,
+    # whose cost is the time between them (as on a GPU), and many small element-wise operations
+    "small": Workload("small MLP 32-(64 x 7)-10, ReLU, batch 128, SGD", small_mlp,
+                      lambda params: torch.optim.SGD(params, lr=0.01), (32,), 128),
+    "blocks": Workload("8 residual blocks (LayerNorm-Linear-GELU-Linear), width 128, batch 256, AdamW",
+                       residual_blocks, lambda params: torch.optim.AdamW(params, lr=1e-3), (64,), 256),
 }
+#: the workloads of the main table, and of the compiled part
+EAGER_WORKLOADS = ["mlp", "cnn"]
+COMPILED_WORKLOADS = ["small", "blocks"]
 
 
 @dataclass
@@ -158,6 +200,12 @@ def _naive_hooks(run: Run) -> Run:
     return run
 
 
+def _compiled(run: Run) -> Run:
+    """The model compiled (inductor), after nnhealth watched it; compiled on its first steps (warm-up)."""
+    run.model = torch.compile(run.model)
+    return run
+
+
 #: a second plain loop: the noise floor of the comparison
 CONTROL = "plain, second copy"
 #: variant name -> how to set it up (workload, device, logdir) -> Run
@@ -170,7 +218,16 @@ VARIANTS: dict[str, Callable] = {
     "add_histogram every=10": lambda w, d, logdir: _add_histogram(_base(w, d, "add_histogram every=10"), logdir,
                                                                   10),
     "naive .item() hooks": lambda w, d, logdir: _naive_hooks(_base(w, d, "naive .item() hooks")),
+    "plain, compiled": lambda w, d, logdir: _compiled(_base(w, d, "plain, compiled")),
+    "nnhealth (defaults), compiled": lambda w, d, logdir: _compiled(
+        _nnhealth(_base(w, d, "nnhealth (defaults), compiled"), logdir)),
+    "nnhealth every=1, compiled": lambda w, d, logdir: _compiled(
+        _nnhealth(_base(w, d, "nnhealth every=1, compiled"), logdir, every=1)),
 }
+#: the compiled variants, timed against the first of them in a part of their own
+COMPILED = ["plain, compiled", "nnhealth (defaults), compiled", "nnhealth every=1, compiled"]
+#: the main table's variants, timed against ``plain``
+EAGER = [v for v in VARIANTS if v not in COMPILED]
 
 
 def make_run(workload: str, variant: str, device: torch.device, root: str | None = None) -> Run:
