@@ -99,15 +99,15 @@ def _plain_scalar(value) -> float | None:
 
 class Sampling:
     """Whether the step under way is sampled, as one plain attribute that the hooks read on every call.
-    An adapter that prepares sampled steps (the PyTorch one has compiled code run eagerly on them) listens
-    for the changes: ``listeners`` are called with the new value."""
+    An adapter that prepares sampled steps (the PyTorch one has compiled code run eagerly on them) listens:
+    ``listeners`` are called with True as each sampled step begins, with False when sampling stops."""
 
     def __init__(self):
         self.on = True  # step 0 is sampled
         self.listeners: list = []
 
     def set(self, on: bool) -> None:
-        if on is not self.on:
+        if on or self.on:
             self.on = on
             for listener in self.listeners:
                 listener(on)

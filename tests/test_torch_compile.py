@@ -67,14 +67,14 @@ class Stack(nn.Module):
         return self.out(h)
 
 
-def run(order: str, steps: int = 6, net=None, reset=True, **options):
+def run(order: str, steps: int = 6, net=None, reset=True, every=2, **options):
     if reset:
         torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
     net = net or Net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    mon = Monitor(every=2, console=False)
+    mon = Monitor(every=every, console=False)
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
     if order == "watch, then compile":
         mon.watch(net, opt)
@@ -148,6 +148,12 @@ def test_the_compiler_runs_eagerly_from_the_step_before_a_sampled_one_until_its_
     assert stance() == "default"
     assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 3, 6]
     assert breaks() == 0
+
+
+@pytest.mark.parametrize("order", ["watch, then compile", "compile, then watch"])
+def test_with_every_step_sampled_every_step_is_seen(order):
+    mon = run(order, steps=4, every=1)
+    assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 1, 2, 3]
 
 
 def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen():
