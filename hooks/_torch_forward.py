@@ -63,8 +63,9 @@ class _FunctionalActivations(TorchFunctionMode):
         out = func(*args, **kwargs)
         found = function_kind(func, args, kwargs)
         if found is not None and isinstance(out, torch.Tensor):
-            if is_compiling():  # traced (PyTorch without stances): the graph breaks here
-                self.capture.functional_in_graph(found, out)
+            if is_compiling():  # traced: the graph breaks here where PyTorch has no stances (see _dual)
+                if self.capture.functional_in_graph is not None:
+                    self.capture.functional_in_graph(found, out)
             else:
                 self.capture.functional(found, out)
         return out
@@ -81,7 +82,7 @@ class Capture:
         self.last_layer = None
         self.mode = None
         self.handles: list = []
-        self.functional_in_graph = eager(self.functional)
+        self.functional_in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(self.functional)
         if watch_calls:
             self.handles = _register_global(self._module_hook(self._enter_module),
                                             self._module_hook(self._leave_module))
@@ -92,12 +93,13 @@ class Capture:
     # -- the module stack ------------------------------------------------------------
     @staticmethod
     def _module_hook(fn):
-        """Inside compiled code (on sampled steps only) the graph breaks at each module boundary."""
-        in_graph = eager(fn)
+        """Traced into compiled code, nothing (see _dual); where PyTorch has no stances, the graph breaks
+        at each module boundary instead."""
+        in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(fn)
 
         def hook(*args):
             if is_compiling():
-                return in_graph(*args)
+                return None if in_graph is None else in_graph(*args)
             return fn(*args)
 
         return hook

@@ -156,6 +156,20 @@ def test_with_every_step_sampled_every_step_is_seen(order):
     assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 1, 2, 3]
 
 
+def test_a_sampled_step_that_runs_compiled_anyway_is_skipped_without_breaking_the_graph(monkeypatch, caplog):
+    import nnhealth.hooks.torch as adapter
+
+    def refuse(owner):
+        raise RuntimeError("attempted to set_stance in a torch.compile region")
+
+    monkeypatch.setattr(adapter, "hold_eager", refuse)  # step() called where stances cannot change
+    with caplog.at_level(logging.ERROR, logger="nnhealth"):
+        mon = run("watch, then compile", steps=6, net=Stack())
+    assert breaks() == 0  # the function mode and module hooks of the open capture are traced as nothing
+    assert "watch:compile failed" in caplog.text  # said once
+    assert len(mon.history.values("inp.weight", "gradient/norm")) == 3  # the rest is watched
+
+
 def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen():
     torch._dynamo.reset()
     other = torch.compile(Net(), backend="eager")
