@@ -16,6 +16,7 @@ only for kept jobs (a flush waits on them) and when the queue is half full.
 """
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import deque
@@ -149,7 +150,13 @@ class BackgroundWriter:
     def _raise_error_once(self) -> None:
         if self._error is not None and not self._error_raised:
             self._error_raised = True
-            raise self._error
+            # a copy: raised here, the kept error would grow the caller's frames (a training loop's model
+            # and monitor) onto its traceback and keep them alive as long as this writer
+            try:
+                raised = copy.copy(self._error)
+            except Exception:  # an exception type that cannot be rebuilt from its arguments
+                raise self._error from None
+            raise raised.with_traceback(self._error.__traceback__)
 
     # -- writer thread -------------------------------------------------------
     def _run(self) -> None:

@@ -125,6 +125,32 @@ def test_background_writer_runs_jobs_in_order_and_flush_waits_for_them():
     assert out[-1] == "keep"
 
 
+def test_a_writer_error_raised_on_the_training_thread_does_not_keep_its_frames_alive():
+    import gc
+    import weakref
+
+    class Model:  # what the training loop's frame holds
+        pass
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    w = BackgroundWriter(max_bytes=100_000)
+    w.put(fail, KEEP)
+
+    def training_loop():
+        model = Model()
+        with pytest.raises(OSError, match="No space left") as raised:
+            w.flush(timeout=10)
+        assert raised.value.errno == 28  # the error as the writer met it
+        return weakref.ref(model)
+
+    model = training_loop()
+    gc.collect()
+    assert model() is None  # the writer keeps its error, not the loop that was told of it
+    w.close(timeout=10)
+
+
 def test_a_failing_disk_stops_the_sink_but_not_the_training(tmp_path, monkeypatch, caplog):
     mon = Monitor(logdir=tmp_path, every=1, console=False)
     (sink,) = [s for s in mon._sinks if isinstance(s, tb.TensorBoardSink)]
