@@ -109,8 +109,16 @@ class Sampling:
     def set(self, on: bool) -> None:
         if on or self.on:
             self.on = on
-            for listener in self.listeners:
-                listener(on)
+            self._tell(on)
+
+    def let_go(self) -> None:
+        """An error left the step: listeners let go of what they prepared (a training loop that stops
+        there must not leave compiled code running eagerly); the step stays sampled."""
+        self._tell(False)
+
+    def _tell(self, on: bool) -> None:
+        for listener in self.listeners:
+            listener(on)
 
 
 class Monitor:
@@ -388,9 +396,11 @@ class Monitor:
         try:
             return self._step(step, loss, metrics)
         except TrainingHealthWarning:
+            self.sampling.let_go()
             raise  # the user turned findings into errors with the warnings module
         except Exception as e:
             if self.strict:
+                self.sampling.let_go()
                 raise
             self._failed(("step",), e)
             self._pending.clear()

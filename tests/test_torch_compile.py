@@ -16,6 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from nnhealth import Monitor  # noqa: E402
+from nnhealth.sinks import Sink  # noqa: E402
 from nnhealth.hooks import _torch_compile  # noqa: E402
 from torch_training import training_steps  # noqa: E402
 
@@ -168,6 +169,24 @@ def test_a_sampled_step_that_runs_compiled_anyway_is_skipped_without_breaking_th
     assert breaks() == 0  # the function mode and module hooks of the open capture are traced as nothing
     assert "watch:compile failed" in caplog.text  # said once
     assert len(mon.history.values("inp.weight", "gradient/norm")) == 3  # the rest is watched
+
+
+def test_an_error_out_of_step_lets_go_of_the_eager_stance():
+    class Broken(Sink):
+        def write_step(self, record):
+            raise RuntimeError("a sink with a bug")
+
+    net = Net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    mon = Monitor(every=1, console=False, strict=True, sinks=[Broken()]).watch(net, opt)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="a sink with a bug"):
+        mon.step(0, loss=1.0)  # strict: re-raised once step 1 is already under way; the loop stops here
+    assert mon.sampled
+    assert torch._dynamo.eval_frame._stance.stance == "default"  # though the monitor lives on
+    mon.close()
 
 
 def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen():
