@@ -163,9 +163,16 @@ class TorchWatcher:
                      "compiled code is dropped once so that the next call compiles nnhealth's hooks in (one "
                      "recompilation; watch before torch.compile to avoid it)")
 
+    def _parts_that_skip_hooks(self) -> list[str]:
+        """Compiled modules that may run without calling hooks added after they were compiled: none where
+        sampled steps run compiled code eagerly."""
+        if _torch_compile.EAGER_WHEN_SAMPLED:
+            return []
+        return self._compiled or (compiled_parts(self.root) if self.root is not None else [])
+
     def activation_layers_silent(self, hooked: list[str]) -> None:
         """Two sampled forwards ran without any hooked activation layer reporting: say why, once."""
-        parts = self._compiled or (compiled_parts(self.root) if self.root is not None else [])
+        parts = self._parts_that_skip_hooks()
         shown = ", ".join(hooked[:4]) + (f" +{len(hooked) - 4} more" if len(hooked) > 4 else "")
         if parts:
             self.say("layers-silent", logging.WARNING,
@@ -185,15 +192,19 @@ class TorchWatcher:
         self._unseen += 1
         if self._unseen < UNSEEN_STEPS:
             return
-        parts = self._compiled or compiled_parts(self.root)
-        why = (f"{self.label} was compiled with torch.compile ({', '.join(parts)}) before watch(), and on this "
-               "version of PyTorch compiled code skips hooks added afterwards"
-               if parts else f"{self.label}'s forward runs without calling its module hooks (compiled, "
-               "scripted or called through another path)")
+        parts = self._parts_that_skip_hooks()
+        if parts:
+            why = (f"{self.label} was compiled with torch.compile ({', '.join(parts)}) before watch(), and on this "
+                   "version of PyTorch compiled code skips hooks added afterwards")
+            fix = "call mon.watch(model, optimizer) before torch.compile(model)"
+        else:
+            why = (f"{self.label}'s forward runs without calling its module hooks (scripted, called through "
+                   "another path, or compiled code that could not be run eagerly on sampled steps)")
+            fix = "watch the module whose forward the training calls, unscripted"
         self.say("forward-unseen", logging.WARNING,
                  f"nnhealth: {self._unseen} sampled optimizer steps went by and no forward pass of {self.label} "
                  f"reached nnhealth: {why}. Activation and input checks are off; gradients and updates are "
-                 "still watched. Fix: call mon.watch(model, optimizer) before torch.compile(model).")
+                 f"still watched. Fix: {fix}.")
 
     # -- closing -----------------------------------------------------------------------------
     def close(self) -> None:
