@@ -144,3 +144,22 @@ def test_user_monitor_stays_open_and_a_second_fit_is_watched_anew(tmp_path):
     assert list(steps) == list(range(64))  # the second fit continues the count
     assert len(mon.history.values("net.0.weight", "update/ratio")) == 16
     mon.close()
+
+
+def test_a_compiled_lightning_module_runs_its_compiled_graph_between_sampled_steps(tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    module = Classifier()
+    module.net = torch.compile(module.net, backend="eager")  # the network compiled, its training_step not
+    mon = Monitor(every=4, console=False)
+    fit(module, HealthCallback(mon), tmp_path, epochs=1, logger=False)
+    mon.close()
+    h = mon.history
+    assert h.names("activation") == ["net._orig_mod.1", "net._orig_mod.3"]
+    steps = [s for s, _ in h.summaries("activation", "net._orig_mod.1")]
+    assert len(steps) > 1 and steps == list(range(28 - 4 * (len(steps) - 1), 29, 4))  # the latest, none missed
+    assert sum(counters["graph_break"].values()) == 0
+    assert torch._dynamo.eval_frame._stance.stance == "default"
