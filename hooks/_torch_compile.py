@@ -7,8 +7,10 @@ would pay for it, and a break inside a loop (``nn.Sequential``, a model's
 function for good. So a traced hook does nothing at all: the compiled graph
 is the one the model has unwatched. Sampled steps instead run compiled code
 eagerly (:func:`hold_eager`, the compiler's ``force_eager`` stance, from the
-``step()`` before a sampled step until its training forward ends), where
-every hook sees real tensors. On PyTorch older than 2.6, which has no
+``step()`` before a sampled step to the ``step()`` that ends it: every
+micro-batch of the step is seen, and the stance is the same when a compiled
+call begins and ends, which ``fullgraph=True`` checks), where every hook sees
+real tensors. On PyTorch older than 2.6, which has no
 stances, each hook hands over to a function marked :func:`eager` as before,
 and hooks added after a module was compiled and run may never be called:
 :func:`compiled_parts` finds such modules so the adapter can name them, and

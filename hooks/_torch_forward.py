@@ -280,7 +280,6 @@ class ForwardWatch:
             return None
         self.capture = None
         capture.close()
-        self.ctx.forward_ended()
         if output is None:  # the forward raised: nothing it saw is trustworthy
             return None
         if self.hooked:

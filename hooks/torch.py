@@ -82,7 +82,7 @@ class TorchWatcher:
             self.grads = self.guard(("watch", "optimizer"), GradientWatch)(
                 self, self.root, optimizer, gradients=gradients, updates=updates)
         if self.forward is not None:
-            # compiled code runs eagerly on sampled steps, from the step() before one until its forward ends;
+            # compiled code runs eagerly on sampled steps, from the step() before one to the step() ending it;
             # a watcher dropped unclosed (with its model and monitor) lets go when it is collected
             self._eager_token = object()
             weakref.finalize(self, release_eager, self._eager_token).atexit = False
@@ -131,19 +131,14 @@ class TorchWatcher:
         self.add("activation", name, vector, layout)
 
     def _sampling_changed(self, on: bool) -> None:
-        """Compiled code runs eagerly on sampled steps, from the step() before one until its training forward
-        ends (see _torch_compile). Whether the model is compiled cannot be told beforehand (it may be
-        compiled after watch(), and compiled code may not even run the hooks it was traced without), and
-        where nothing is compiled the stance changes nothing."""
+        """Compiled code runs eagerly on sampled steps, from the step() before one to the step() that ends it
+        (see _torch_compile). Whether the model is compiled cannot be told beforehand (it may be compiled
+        after watch(), and compiled code may not even run the hooks it was traced without), and where
+        nothing is compiled the stance changes nothing."""
         if on:
             hold_eager(self._eager_token)
         else:
             release_eager(self._eager_token)
-
-    def forward_ended(self) -> None:
-        """A sampled training forward ended (or failed): the rest of the step (a compiled loss or
-        optimizer step) runs compiled again."""
-        release_eager(self._eager_token)
 
     def after_forward(self, output) -> None:
         """A sampled training forward ended: record what it taught, arrange the gradient read."""

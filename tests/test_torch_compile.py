@@ -120,7 +120,19 @@ def test_a_model_that_runs_its_blocks_in_a_loop_stays_one_graph(order):
     assert [s for s, _ in h.summaries("activation", "blocks.2.1")] == [0, 2, 4, 6]
 
 
-def test_the_compiler_runs_eagerly_from_the_step_before_a_sampled_one_until_its_forward_ends():
+def test_a_model_compiled_with_fullgraph_trains_watched():
+    torch._dynamo.reset()
+    net = Stack()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    mon = Monitor(every=2, console=False).watch(net, opt)
+    model = torch.compile(net, backend="eager", fullgraph=True)  # a graph break would be an error
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    training_steps(model, opt, mon, x, y, 5)
+    mon.close()
+    assert [s for s, _ in mon.history.summaries("activation", "blocks.0.1")] == [0, 2, 4]
+
+
+def test_the_compiler_runs_eagerly_from_the_step_before_a_sampled_one_to_the_step_that_ends_it():
     torch._dynamo.reset()
     counters.clear()
     net = Net()
@@ -135,19 +147,21 @@ def test_the_compiler_runs_eagerly_from_the_step_before_a_sampled_one_until_its_
     loss_fn = torch.compile(F.cross_entropy, backend="eager")
     seen = []
     for step in range(7):
-        seen.append(stance())  # before the forward
-        out = model(x)
-        seen.append(stance())  # the loss, backward and optimizer step run compiled again
-        loss = loss_fn(out, y)
+        loss = 0
+        for micro_batch in (x[:16], x[16:]):  # gradient accumulation: both micro-batches are measured
+            seen.append(stance())
+            loss = loss + loss_fn(model(micro_batch), y[:16])
         opt.zero_grad()
         loss.backward()
+        seen.append(stance())
         opt.step()
         mon.step(step, loss=loss)
-    assert seen[0::2] == ["force_eager", "default", "default"] * 2 + ["force_eager"]
-    assert set(seen[1::2]) == {"default"}
+    per_step = [seen[i:i + 3] for i in range(0, len(seen), 3)]
+    assert per_step == [["force_eager"] * 3, ["default"] * 3, ["default"] * 3] * 2 + [["force_eager"] * 3]
     mon.close()
     assert stance() == "default"
     assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 3, 6]
+    assert mon.history.latest_summary("activation", "act").count == 32 * 16  # both micro-batches
     assert breaks() == 0
 
 
