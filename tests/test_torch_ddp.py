@@ -40,9 +40,11 @@ def batches():
     return [(torch.randn(BATCH, 16, generator=g), torch.randint(0, 4, (BATCH,), generator=g)) for _ in range(STEPS)]
 
 
-def train(model, monitor, data, rank=0, world=1):
+def train(model, monitor, data, rank=0, world=1, compiled=False):
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     monitor.watch(model, opt)
+    if compiled:  # after watch(), as README recommends; the eager backend: Dynamo's part without a C++ build
+        model = torch.compile(model, backend="eager")
     for step, (x, y) in enumerate(data):
         part = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
         loss = F.cross_entropy(model(x[part]), y[part])
@@ -66,15 +68,22 @@ def summary(monitor) -> dict:
     }
 
 
-def _rank(rank: int, world: int, store: str, logdir: str, out: str) -> None:
+def _rank(rank: int, world: int, store: str, logdir: str, out: str, compiled: bool = False) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         model = nn.parallel.DistributedDataParallel(make_model())
         monitor = Monitor(logdir=logdir, every=EVERY, console=False)
-        train(model, monitor, batches(), rank, world)
+        train(model, monitor, batches(), rank, world, compiled)
         monitor.close()
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"is_writer": monitor.is_writer, **summary(monitor)}))
+        result = {"is_writer": monitor.is_writer, **summary(monitor)}
+        if compiled:
+            from torch._dynamo.utils import counters
+
+            # DDP breaks the graph itself (its Logger); what is counted is the breaks nnhealth's code causes
+            ours = ("nnhealth", "TorchWatcher", "ForwardWatch", "Capture", "GradientWatch")
+            result["graph_breaks"] = sum(n for why, n in counters["graph_break"].items() if any(o in why for o in ours))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(result))
         dist.barrier()  # neither rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
@@ -86,6 +95,14 @@ def ranks(tmp_path_factory):
     logdir = tmp / "run"
     mp.spawn(_rank, args=(2, str(tmp / "store"), str(logdir), str(tmp)), nprocs=2, join=True)
     return tmp, logdir, [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def compiled_ranks(tmp_path_factory):
+    pytest.importorskip("torch._dynamo")
+    tmp = tmp_path_factory.mktemp("ddp-compiled")
+    mp.spawn(_rank, args=(2, str(tmp / "store"), str(tmp / "run"), str(tmp), True), nprocs=2, join=True)
+    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +136,12 @@ def test_only_rank_zero_writes(ranks):
     assert str(os.getpid()) not in events[0]  # written by a spawned rank, not by this process
     findings = (logdir / "findings.jsonl").read_text().splitlines()
     assert len(findings) == len(results[0]["findings"])
+
+
+def test_a_compiled_ddp_model_is_watched_as_the_eager_one_without_graph_breaks(compiled_ranks, single):
+    for r in compiled_ranks:
+        assert r["graph_breaks"] == 0
+        assert [tuple(f) for f in r["findings"]] == single["findings"]
+        assert r["depth_order"] == single["depth_order"]
+        for key in ("dead", "grad_norm", "ratio", "loss", "input_mean"):
+            assert r[key] == pytest.approx(single[key], rel=1e-4, abs=1e-6), key
