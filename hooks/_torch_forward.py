@@ -21,6 +21,7 @@ model's output: that is an output nonlinearity (a sigmoid before
 from __future__ import annotations
 
 import logging
+import warnings
 import weakref
 
 import torch
@@ -48,7 +49,28 @@ def _register_global(pre, post):
         h_post = module_globals.register_module_forward_hook(post, always_call=True)
     except TypeError:  # torch without always_call: a failed forward leaves the stack to the next one
         h_post = module_globals.register_module_forward_hook(post)
-    return [h_pre, h_post]
+    return [h_pre, h_post, _QuietGlobalHookWarning()]
+
+
+class _QuietGlobalHookWarning:
+    """While the capture's global module hooks exist, a compiled submodule called in the forward makes
+    torch warn about global hooks the user never registered: that warning is ignored until
+    :meth:`remove` (a filter of its own, taken out again by identity)."""
+
+    MESSAGE = r"Using `torch\.compile\(module\)` when there are global hooks on modules"
+
+    def __init__(self):
+        warnings.filterwarnings("ignore", message=self.MESSAGE, category=UserWarning)
+        self.entry = warnings.filters[0]
+
+    def remove(self) -> None:
+        try:
+            warnings.filters.remove(self.entry)
+        except ValueError:  # the user's catch_warnings() already put its own list back
+            return
+        mutated = getattr(warnings, "_filters_mutated", None)
+        if mutated is not None:  # what was ignored under the filter is looked at anew
+            mutated()
 
 
 class _FunctionalActivations(TorchFunctionMode):

@@ -214,6 +214,25 @@ def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen(
     assert [s for s, _ in mon.history.summaries("activation", "act")] == [0, 2, 4]
 
 
+def test_a_compiled_submodule_does_not_make_torch_warn_about_hooks_the_user_never_registered():
+    import warnings
+
+    torch._dynamo.reset()
+    net = Stack()
+    net.blocks[1] = torch.compile(net.blocks[1], backend="eager")  # a compiled part in an eager model
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        filters = list(warnings.filters)
+        mon = Monitor(every=2, console=False).watch(net, opt)
+        training_steps(net, opt, mon, x, y, 4)
+        mon.close()
+        assert warnings.filters == filters  # the capture's own filter is gone again
+    assert not [w for w in seen if "global hooks" in str(w.message)]
+    assert [s for s, _ in mon.history.summaries("activation", "blocks.1._orig_mod.1")] == [0, 2]
+
+
 def test_eager_steps_are_held_until_the_last_owner_lets_go_then_the_users_stance_is_back():
     first, second = object(), object()
     torch.compiler.set_stance("eager_on_recompile")
