@@ -49,13 +49,15 @@ def _register_global(pre, post):
         h_post = module_globals.register_module_forward_hook(post, always_call=True)
     except TypeError:  # torch without always_call: a failed forward leaves the stack to the next one
         h_post = module_globals.register_module_forward_hook(post)
-    return [h_pre, h_post, _QuietGlobalHookWarning()]
+    return [h_pre, h_post]
 
 
 class _QuietGlobalHookWarning:
-    """While the capture's global module hooks exist, a compiled submodule called in the forward makes
-    torch warn about global hooks the user never registered: that warning is ignored until
-    :meth:`remove` (a filter of its own, taken out again by identity)."""
+    """A compiled submodule called in a sampled forward, while the capture's global module hooks exist,
+    makes torch warn about global hooks the user never registered: that warning is ignored from watch()
+    to close(). Not per capture: every change of the warning filters makes Python show again, once,
+    each warning it had shown once per place (a training loop's own repeated warnings, every sampled
+    step)."""
 
     MESSAGE = r"Using `torch\.compile\(module\)` when there are global hooks on modules"
 
@@ -64,13 +66,13 @@ class _QuietGlobalHookWarning:
         self.entry = warnings.filters[0]
 
     def remove(self) -> None:
-        try:
-            warnings.filters.remove(self.entry)
-        except ValueError:  # the user's catch_warnings() already put its own list back
+        entry, self.entry = self.entry, None
+        if entry is None:
             return
-        mutated = getattr(warnings, "_filters_mutated", None)
-        if mutated is not None:  # what was ignored under the filter is looked at anew
-            mutated()
+        try:
+            warnings.filters.remove(entry)  # an ignored warning is not remembered: nothing to reset
+        except ValueError:  # the user's catch_warnings() already put its own list back
+            pass
 
 
 class _FunctionalActivations(TorchFunctionMode):
@@ -216,6 +218,7 @@ class ForwardWatch:
         self.hooked: list[str] = []
         self.handles = []
         self._input_axis = 1 if self._first_layer_is_channel_first() else None
+        self._hook_warning = _QuietGlobalHookWarning()
         try:
             self._register(root, activations)
         except BaseException:  # no half-attached model
@@ -348,6 +351,7 @@ class ForwardWatch:
         for h in self.handles:
             h.remove()
         self.handles = []
+        self._hook_warning.remove()
         if self.capture is not None:
             self.capture.close()
             self.capture = None

@@ -217,19 +217,31 @@ def test_a_model_whose_compiled_code_was_traced_without_the_hooks_is_still_seen(
 def test_a_compiled_submodule_does_not_make_torch_warn_about_hooks_the_user_never_registered():
     import warnings
 
-    torch._dynamo.reset()
-    net = Stack()
-    net.blocks[1] = torch.compile(net.blocks[1], backend="eager")  # a compiled part in an eager model
-    opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        filters = list(warnings.filters)
-        mon = Monitor(every=2, console=False).watch(net, opt)
-        training_steps(net, opt, mon, x, y, 4)
-        mon.close()
-        assert warnings.filters == filters  # the capture's own filter is gone again
-    assert not [w for w in seen if "global hooks" in str(w.message)]
+    def train(watched: bool):
+        torch._dynamo.reset()
+        net = Stack()
+        net.blocks[1] = torch.compile(net.blocks[1], backend="eager")  # a compiled part in an eager model
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+        net(x)  # compiled now: compiling uses catch_warnings, which shows every warning once more
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("default")  # Python's own default: each warning once per place
+            filters = list(warnings.filters)
+            mon = Monitor(every=2, console=False)
+            if watched:
+                mon.watch(net, opt)
+            for step in range(4):
+                warnings.warn("the training loop's own warning, every step", UserWarning)
+                training_steps(net, opt, mon, x, y, 1, start=step)
+            mon.close()
+            assert warnings.filters == filters  # nnhealth's filter is gone again
+        return mon, [str(w.message) for w in seen]
+
+    mon, seen = train(watched=True)
+    assert not [w for w in seen if "global hooks" in w]
+    # shown once: nnhealth does not change the warning filters on every step, which would show it each time
+    assert len([w for w in seen if "own warning" in w]) == 1
+    assert len([w for w in train(watched=False)[1] if "own warning" in w]) == 1
     assert [s for s, _ in mon.history.summaries("activation", "blocks.1._orig_mod.1")] == [0, 2]
 
 
