@@ -159,6 +159,27 @@ def test_console_line_names_symptom_step_place_evidence_and_advice(capsys):
     assert "nnhealth: 1 finding(s)" in err  # the summary table at close
 
 
+def test_findings_leave_the_users_own_warnings_shown_once_and_show_again_in_a_second_run(capsys):
+    def run():
+        mon = Monitor(every=1)
+        rng = np.random.default_rng(0)
+        for step in range(6):
+            warnings.warn("the training loop's own warning, every step", UserWarning)
+            mon.observe_activation("fc1", dead_layer(rng), kind="relu")
+            mon.step(step, loss=float("nan") if step == 4 else 1.0)
+        mon.close()
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")  # Python's own default: each warning once per place
+        run()
+        first = capsys.readouterr().err
+        run()  # the same findings, in the same process
+        second = capsys.readouterr().err
+    assert len([w for w in seen if "own warning" in str(w.message)]) == 1  # findings change no filter
+    for err in (first, second):
+        assert "nnhealth warning dead-relu at step 2" in err and "loss-nan at step 4" in err
+
+
 def test_console_writes_around_a_tqdm_bar(monkeypatch):
     tqdm = pytest.importorskip("tqdm")
     written = []

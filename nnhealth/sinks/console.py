@@ -89,11 +89,32 @@ class ConsoleSink(Sink):
             groups.setdefault((f.symptom, f.severity, f.step), []).append(f)
         for group in groups.values():
             line = group_line(group)
-            with warnings.catch_warnings(record=True) as caught:
-                # the user's filters still apply: "error" raises here, "ignore" records nothing
-                warnings.warn(TrainingHealthWarning(line, group[0]), stacklevel=5)
-            if caught:
+            if _passes_filters(TrainingHealthWarning(line, group[0])):
                 log.log(_LEVEL[group[0].severity], line)
+
+
+def _passes_filters(warning: Warning, stacklevel: int = 5) -> bool:
+    """Issue ``warning`` through the user's filters ("error" raises here, "ignore" drops it), placed as
+    ``warnings.warn(warning, stacklevel)`` called by our caller would place it, and say whether it came
+    through, without letting ``warnings.showwarning`` print it.
+
+    Not with ``catch_warnings()``: it changes the filters, and every change makes Python show again each
+    warning it shows once per place (a training loop's own repeated warnings, after every finding). And
+    with a registry of its own on each call, so that a finding line repeated (a second run in the same
+    process) is shown again, as before; a user's "once" filter still holds."""
+    try:
+        frame = sys._getframe(stacklevel)
+        place = (frame.f_code.co_filename, frame.f_lineno, frame.f_globals.get("__name__", "<string>"))
+    except ValueError:  # a shallower stack: placed here
+        place = (__file__, 0, __name__)
+    shown = []
+    previous = warnings.showwarning
+    warnings.showwarning = lambda *args, **kwargs: shown.append(args)
+    try:
+        warnings.warn_explicit(warning, type(warning), *place, registry={})
+    finally:
+        warnings.showwarning = previous
+    return bool(shown)
 
 
 def summary_table(findings: list[Finding]) -> str:
