@@ -19,8 +19,6 @@ compiles the hooks in.
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 
 try:
@@ -30,22 +28,24 @@ except ImportError:  # torch < 2.3
 
 try:
     from torch._dynamo import disable as _disable
+    _COMPILER = True
 except ImportError:  # a build without the compiler: nothing is ever compiled
+    _COMPILER = False
+
     def _disable(fn=None, recursive=True):
         return fn
 
 
 #: sampled steps run compiled code eagerly (``torch.compiler.set_stance``, PyTorch 2.6 and later)
-EAGER_WHEN_SAMPLED = hasattr(getattr(torch, "compiler", None), "set_stance")
+EAGER_WHEN_SAMPLED = _COMPILER and hasattr(getattr(torch, "compiler", None), "set_stance")
 
 #: the stance set while any owner holds it: [handle that restores the one before, set of owners]
 _held: list = [None, set()]
 
 
 def hold_eager(owner) -> None:
-    """Run compiled code eagerly until every owner has called :func:`release_eager`. Nothing where
-    the compiler is not even imported (nothing was compiled: importing it would cost a second)."""
-    if not EAGER_WHEN_SAMPLED or owner is None or owner in _held[1] or "torch._dynamo" not in sys.modules:
+    """Run compiled code eagerly until every owner has called :func:`release_eager`."""
+    if not EAGER_WHEN_SAMPLED or owner is None or owner in _held[1]:
         return
     if _held[0] is None:
         _held[0] = torch.compiler.set_stance("force_eager")
@@ -66,6 +66,12 @@ def release_eager(owner) -> None:
 def eager(fn):
     """``fn`` always runs eagerly: called from compiled code, the graph breaks around it."""
     return _disable(fn, recursive=True)
+
+
+def in_graph(fn):
+    """What a hook traced into compiled code hands over to: nothing (None) where sampled steps run
+    compiled code eagerly, else ``fn`` run eagerly behind a graph break (PyTorch without stances)."""
+    return None if EAGER_WHEN_SAMPLED else eager(fn)
 
 
 def _optimized_module_type():

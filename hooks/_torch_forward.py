@@ -31,8 +31,7 @@ from torch.utils._pytree import tree_leaves
 
 from nnhealth.stats import summarize
 
-from . import _torch_compile
-from ._torch_compile import eager, is_compiling
+from ._torch_compile import in_graph, is_compiling
 from ._torch_kinds import CHANNEL_FIRST, function_kind, is_activation_like, module_kind
 
 _no_torch_function = getattr(torch._C, "DisableTorchFunction", None)
@@ -106,7 +105,7 @@ class Capture:
         self.last_layer = None
         self.mode = None
         self.handles: list = []
-        self.functional_in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(self.functional)
+        self.functional_in_graph = in_graph(self.functional)
         if watch_calls:
             self.handles = _register_global(self._module_hook(self._enter_module),
                                             self._module_hook(self._leave_module))
@@ -119,11 +118,11 @@ class Capture:
     def _module_hook(fn):
         """Traced into compiled code, nothing (see _dual); where PyTorch has no stances, the graph breaks
         at each module boundary instead."""
-        in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(fn)
+        handover = in_graph(fn)
 
         def hook(*args):
             if is_compiling():
-                return None if in_graph is None else in_graph(*args)
+                return None if handover is None else handover(*args)
             return fn(*args)
 
         return hook
@@ -251,13 +250,13 @@ class ForwardWatch:
         a sampled forward every hook has nothing to do, and says so in its own frame: the hooks run on
         every forward of every step, one per activation module (hundreds in a large model)."""
         guarded = self.ctx.guard(part, impl)
-        in_graph = None if _torch_compile.EAGER_WHEN_SAMPLED else eager(guarded)
+        handover = in_graph(guarded)
         sampling = self.ctx.monitor.sampling
 
         def hook(*args):
             if is_compiling():
-                if in_graph is not None:  # PyTorch without stances: the graph breaks here
-                    return in_graph(*args)
+                if handover is not None:  # PyTorch without stances: the graph breaks here
+                    return handover(*args)
                 return None  # nothing: sampled steps run eagerly (see _torch_compile)
             if self.capture is None and not sampling.on:
                 return None
