@@ -6,10 +6,11 @@ block and repeated (:mod:`overhead_timing`); the table shows the median
 ratio of each variant's time per step to the plain loop measured in the same
 rounds, on the process's CPU time (all threads: nnhealth's writer thread
 counts) and on wall time, and the peak memory of a process running the
-variant alone. A part of its own times the workloads compiled
-(``torch.compile``, inductor) with and without nnhealth. Then the host side alone (:mod:`overhead_engine`): the rule
-engine's time per ``step()`` for 10, 100 and 1000 watched layers, and
-resident memory after 10k and 200k steps with 100 layers.
+variant alone. A part of its own times workloads compiled (``torch.compile``,
+inductor) with and without nnhealth. Then the host side alone
+(:mod:`overhead_engine`): the rule engine's time per ``step()`` for 10, 100
+and 1000 watched layers, and resident memory after 10k and 200k steps with
+100 layers.
 
 PyTorch runs on one thread (``torch.set_num_threads(1)``): stable numbers on
 a shared machine, and the ratio a single-core budget sees. Where a CUDA device
@@ -65,12 +66,14 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def timing_section(devices, args, root, variants=EAGER, workloads=EAGER_WORKLOADS, part="") -> dict:
-    """Every variant timed against the first (the plain loop), interleaved, per workload and device."""
+def timing_section(devices, args, root, compiled: bool = False) -> dict:
+    """Every variant timed against the first (the plain loop), interleaved, per workload and device: the
+    main table's, or with ``compiled`` the compiled part's."""
+    variants, workloads = (COMPILED, COMPILED_WORKLOADS) if compiled else (EAGER, EAGER_WORKLOADS)
     results = {}
     for device in devices:
         for workload in workloads:
-            key = f"{workload}/{device}{part}"
+            key = f"{workload}/{device}" + ("/compiled" if compiled else "")
             _say(f"timing {key}: {args.rounds} rounds x {len(variants)} variants x {args.block} steps")
             times = interleaved(workload, variants, torch.device(device), rounds=args.rounds, block=args.block,
                                 warmup=args.warmup, root=root,
@@ -82,7 +85,7 @@ def timing_section(devices, args, root, variants=EAGER, workloads=EAGER_WORKLOAD
                 t = times[v]
                 rows[v] = {"ms_per_step": 1e3 * float(np.median(getattr(t, clocks[0]))),
                            **{f"ratio_{c}": median_ratio(t, plain, c) for c in clocks}}
-            results[key] = {"workload": WORKLOADS[workload].name + (", compiled" if part else ""),
+            results[key] = {"workload": WORKLOADS[workload].name + (", compiled" if compiled else ""),
                             "device": device, "clock": clocks[0], "rows": rows}
     return results
 
@@ -224,8 +227,7 @@ def main(argv=None) -> int:
         if "timing" in parts:
             results["timing"] = timing_section(devices, args, root)
         if "compiled" in parts:
-            results.setdefault("timing", {}).update(timing_section(devices, args, root, COMPILED, COMPILED_WORKLOADS,
-                                                                   "/compiled"))
+            results.setdefault("timing", {}).update(timing_section(devices, args, root, compiled=True))
         if "memory" in parts:
             memory_section(devices, args, root, results.setdefault("timing", {}))
         if "engine" in parts:
