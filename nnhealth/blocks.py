@@ -224,8 +224,8 @@ class RoleBlock:
         layout = self.layouts[slots[0]][j]
         if not (layout.units and layout.moments) or any(self.layouts[slot][j] != layout for slot in slots[1:]):
             return None
-        at = _WIDTH + NUM_BUCKETS * layout.hist + 2 * layout.units  # past the header, histogram, unit counts
-        part = slice(at, at + 2 * layout.units)
+        parts = layout.slices()
+        part = slice(parts["unit_sum"].start, parts["unit_sumsq"].stop)
         vectors = [self.vectors[slot][j][part] for slot in slots]
         if len(vectors) == 1:
             return vectors[0]

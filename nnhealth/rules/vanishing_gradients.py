@@ -46,13 +46,10 @@ def check(ctx, th: Thresholds):
     if first is None or len(first) < th.points:
         return None
     ok = np.isfinite(norms)
-    if np.count_nonzero(ok) == len(ok):  # the usual case: nothing to leave out
-        largest, weakest = float(norms[norms.argmax()]), int(norms.argmin())
-    else:
-        if not ok.any():
-            return None  # non-finite: exploding-gradients' business
-        largest = float(np.max(norms[ok]))
-        weakest = int(np.where(ok, norms, np.inf).argmin())
+    if not ok.any():
+        return None  # non-finite: exploding-gradients' business
+    largest = float(np.max(norms[ok]))
+    weakest = int(np.where(ok, norms, np.inf).argmin())
     ratio = float(norms[weakest] / largest) if largest > 0 else 0.0
     tiny = (ok & (mean_abs < th.min_mean_abs)).nonzero()[0]
     if tiny.size or (len(cols) >= 2 and ratio < th.min_layer_ratio):
