@@ -213,14 +213,26 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
         cols.setdefault("sumsq", []).extend(sumsq)
         for name, values in columns(xs, fields).items():
             cols.setdefault(name, []).extend(values)
-    names = list(cols)
-    matrix = torch.stack([v for name in names for v in cols[name]]).to(torch.float64)  # stack promotes
+    names, matrix = _one_matrix(cols)
     out = dict(zip(names, matrix.view(len(names), len(tensors)).unbind(0)))
     if "possum" in out:  # the signed sum from the positive part: 2 * sum(max(x, 0)) - sum|x|
         out["sum"] = out.pop("possum") * 2 - out["abssum"]
         if "abssum" not in fields:  # measured for the sum only: left out like any field not asked for
             del out["abssum"]
     return out
+
+
+def _one_matrix(cols: dict[str, list]) -> tuple[list[str], torch.Tensor]:
+    """(field names, their columns stacked into one float64 vector, field after field). The fields are
+    stacked by type, each type in one kernel: CUDA concatenates tensors of mixed types one at a time (a
+    copy each, hundreds per step for a large model's list)."""
+    by_type: dict = {}
+    for name, values in cols.items():  # each field's values come from one reduction: one type
+        by_type.setdefault(values[0].dtype, []).append(name)
+    names = [name for group in by_type.values() for name in group]
+    parts = [torch.stack([v for name in group for v in cols[name]]).to(torch.float64)
+             for group in by_type.values()]
+    return names, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _numels(tensors: list, device) -> torch.Tensor:

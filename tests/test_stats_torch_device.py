@@ -105,21 +105,24 @@ class _Kernels(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name not in VIEWS:
+        if name in ("cat", "stack") and len({t.dtype for t in args[0]}) > 1:
+            self.names[name] += len(args[0])  # CUDA copies mixed types in one at a time
+        elif name not in VIEWS:
             self.names[name] += 1
         return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("shape, kind", [((128, 512), "relu"), ((64, 32, 16, 16), "relu"), ((128, 512), "tanh")])
 def test_an_activation_costs_about_thirty_kernels(shape, kind):
-    """About half of what the generic path launches: on a GPU each costs the CPU a launch."""
+    """About half of what the generic path launches: on a GPU each costs the CPU a launch (a cat or stack
+    of mixed types counted as one copy per input, as CUDA makes them)."""
     x = torch.randn(shape)
     few_kernels(x, kind)  # constants made once
     with _Kernels() as fast:
         few_kernels(x, kind)
     with _Kernels() as generic:
         _summarize_on_device(OPS, x, get_kind(kind), True, True, False, None)
-    assert sum(fast.names.values()) <= 32, fast.names
+    assert sum(fast.names.values()) <= 33, fast.names
     assert sum(generic.names.values()) >= sum(fast.names.values()) + 25
 
 

@@ -121,9 +121,10 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
     low = torch.where(finite, a, math.inf)  # also the histogram's input: non-finite values past the end
     f64 = torch.float64  # sums accumulate in float64, as the C kernel's do: a saturated layer's
     # variance (mean near 1, small spread) is far below float32's rounding of its sum of squares
-    sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64), torch.linalg.vector_norm(z, 1), low.amin(),
-                        high.amax()])  # stack widens the float32 ones
-    pre = torch.cat([counts.to(f64), sums])
+    sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64)])
+    rest = torch.stack([torch.linalg.vector_norm(z, 1), low.amin(), high.amax()])  # the data's type
+    # one type per stack: CUDA concatenates tensors of mixed types one at a time, a copy each
+    pre = torch.cat([counts.to(f64), sums, rest.to(f64)])
     index, scale, units = device_constant(("header", device, len(masks) == 4),
                                           lambda: _header_map(torch, device, len(masks) == 4))
     parts = [torch.addcmul(_offset(units, device, size, samples), pre[index], scale)]
