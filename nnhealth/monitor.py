@@ -97,6 +97,17 @@ def _plain_scalar(value) -> float | None:
     return None
 
 
+def _device_scalar(value):
+    """``(ops, value detached)`` when ``value`` is a 0-d floating-point PyTorch tensor on an accelerator
+    (an unsampled step's loss, kept as it is: its copy to the host widens it with the others); None
+    otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(value) is not torch.Tensor or value.ndim or not value.is_floating_point():
+        return None
+    ops = ops_for(value)
+    return (ops, value.detach()) if ops.is_async else None
+
+
 class Sampling:
     """Whether the step under way is sampled, as one plain attribute that the hooks read on every call.
     An adapter that prepares sampled steps (the PyTorch one has compiled code run eagerly on them) listens:
@@ -413,10 +424,16 @@ class Monitor:
             step = int(step)
         if step < 0:
             raise InputError(f"step must be a whole number >= 0, got {step!r}")
-        if not metrics and self._next % self.every and not self._pending and not self._flight:
-            value = _plain_scalar(loss) if self.before_fetch is None else None
-            if value is not None:  # an unsampled step with its loss alone, the usual case: see _unsampled
+        if not metrics and self._next % self.every and not self._pending and self.before_fetch is None:
+            # an unsampled step with its loss alone, the usual case: a host number (see _unsampled), or
+            # a tensor on an accelerator (see _hold)
+            value = _plain_scalar(loss) if not self._flight else None
+            if value is not None:
                 return self._unsampled(step, {"loss": value})
+            if not self._deferred:
+                held = _device_scalar(loss)
+                if held is not None:
+                    return self._hold(step, held)
         sampled = self.sampled
         values = {}
         if loss is not None:
@@ -480,6 +497,19 @@ class Monitor:
         if self._defer(step, values):
             return []
         return self._settle() + self.ingest(step, values, {}, sampled=False)
+
+    def _hold(self, step: int, loss: tuple) -> list[Finding]:
+        """An unsampled step with nothing to do but its loss (``(ops, tensor)``), on an accelerator: left
+        there and fetched with the next copy (see inflight), as the general path of :meth:`_step` does,
+        in a few calls (on a GPU host each costs more than a small step's launches do)."""
+        self._advance(step)
+        flight = self._flight
+        if flight.hold(Outgoing(step, False, {}, [], {"loss": loss})):
+            flight.send()
+        new = []
+        for entry in flight.arrived(wait=False):
+            new.extend(self._process(*entry))
+        return new
 
     def _defer(self, step: int, values: dict) -> bool:
         """Keep an unsampled step's numbers for the next step that does work, when they cannot make a

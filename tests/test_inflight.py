@@ -149,3 +149,23 @@ def test_a_sparse_every_holds_at_most_a_few_losses(monkeypatch):
     assert device.sent == [inflight.MAX_HELD, inflight.MAX_HELD]  # not one copy of 1000 losses
     assert mon.should_stop and mon.findings[-1].symptom == "loss-nan" and mon.findings[-1].step == 1
     mon.close()
+
+
+def test_held_scalar_losses_take_the_short_path_to_the_same_verdicts(monkeypatch):
+    """0-d losses (the usual) are held by a short path of their own; a (1,)-shaped loss takes the general
+    one. The same losses give the same history, findings and copies either way."""
+    device = Device(monkeypatch)
+    seen = {}
+    for shape in ((), (1,)):
+        device.sent = []
+        mon = Monitor(every=4, console=False)
+        for step in range(30):
+            value = float("nan") if step == 13 else (2.0 - step / 100 if step < 20 else 50.0)
+            mon.step(step, loss=torch.tensor(value).reshape(shape))
+            device.done()
+        mon.close()
+        seen[shape] = (mon.history.values(None, "loss").tolist(), [(f.symptom, f.step) for f in mon.findings],
+                       list(device.sent))
+    assert seen[()][0] == pytest.approx(seen[(1,)][0], nan_ok=True)
+    assert seen[()][1:] == seen[(1,)][1:]
+    assert ("loss-nan", 13) in seen[()][1] and len(seen[()][0]) == 30

@@ -179,6 +179,19 @@ def test_cpu_vectors_are_fetched_at_once_and_in_order():
     assert [g.tolist() for g in got] == [[0.0, 1.0, 2.0], [7.0], []]
 
 
+def test_vectors_of_mixed_types_are_joined_by_type_and_come_back_in_order():
+    """The device copy joins float64 summaries and float32 (or half) losses one type at a time, each
+    widened once, and cuts them back in the order they were given."""
+    from nnhealth.stats.backend import _TorchTransfer
+
+    vectors = [torch.tensor(0.5), torch.arange(3, dtype=torch.float64), torch.tensor(1.5, dtype=torch.float16),
+               torch.tensor([2.5, 3.5]), torch.tensor([-1.0], dtype=torch.float64)]
+    with _Concatenations() as seen:
+        got = _TorchTransfer(torch, vectors).result()
+    assert [g.tolist() for g in got] == [[0.5], [0.0, 1.0, 2.0], [1.5], [2.5, 3.5], [-1.0]]
+    assert all(len(types) == 1 for _, types in seen.calls) and len(seen.calls) == 4  # three types, then one
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the non-blocking copy path needs a CUDA device")
 def test_cuda_vectors_take_the_non_blocking_path():
     ops = TorchOps(torch, torch.device("cuda"))
