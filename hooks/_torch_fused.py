@@ -69,14 +69,13 @@ NORM = ()
 EVERY_FIELD = ("sum", "abssum", "min", "max")
 
 
-def _fused_columns(xs: list, fields) -> dict[str, list]:
+def _fused_columns(xs: list, fields) -> dict:
     """CUDA: the ``_foreach`` kernels reduce the whole list in a few launches, the sums accumulating in
-    float64 (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``;
-    the non-finite count from ``0 * x``, which is 0 exactly where x is finite)."""
+    float64 (the signed sum comes from the positive part, ``possum``: ``2 * sum(max(x, 0)) - sum|x|``);
+    the non-finite counts in a few more (:func:`_nonfinite_counts`). Columns are lists of 0-d tensors,
+    the counts one vector."""
     f64 = torch.float64
-    # the count takes the per-tensor slow route (CUDA's fused norms are for p = 1, 2, inf), where a
-    # dtype would add a cast per tensor: counted in the data's type (exact below 2**24 non-finite values)
-    cols = {"nonfinite": list(torch._foreach_norm(torch._foreach_mul(xs, 0.0), 0))}
+    cols = {"nonfinite": _nonfinite_counts(xs)}
     if "abssum" in fields or "sum" in fields:
         cols["abssum"] = list(torch._foreach_norm(xs, 1, dtype=f64))
         if "sum" in fields:  # the caller makes the sum of it (on the stacked column: one kernel)
@@ -86,6 +85,22 @@ def _fused_columns(xs: list, fields) -> dict[str, list]:
     if "min" in fields:
         cols["min"] = [-m for m in torch._foreach_max(torch._foreach_neg(xs))]
     return cols
+
+
+def _nonfinite_counts(xs: list) -> torch.Tensor:
+    """Per tensor, its number of NaN and infinite values (int32), in a handful of kernels whatever the
+    number of tensors (a count is a norm with p = 0, and CUDA fuses only p = 1, 2 and inf: a kernel per
+    tensor, three per parameter a sampled step): ``x - x`` of all of them in one flat buffer is NaN
+    exactly there; one running count over it is read at each tensor's end."""
+    sizes = tuple(x.numel() for x in xs)
+    device = xs[0].device
+    flat = torch.cat([x.reshape(-1) for x in xs])
+    flags = flat.sub_(flat).ne(0)  # NaN != 0
+    del flat
+    running = flags.cumsum(0, dtype=torch.int32)  # a chunk holds fewer than 2**31 values
+    ends = device_constant(("ends", sizes, device), lambda: to_device(torch, np.cumsum(sizes) - 1, device))
+    zero = device_constant(("zero", torch.int32, device), lambda: torch.zeros(1, dtype=torch.int32, device=device))
+    return torch.diff(running[ends], prepend=zero)
 
 
 def _looped_columns(xs: list, fields) -> dict[str, list]:
@@ -203,16 +218,16 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
     # spread (a BatchNorm scale) has a variance far below float32's rounding of its sum of squares
     acc = torch.float64 if fused or tensors[0].dtype == torch.float64 else torch.float32
     columns = _fused_columns if fused else _looped_columns
-    cols: dict[str, list] = {}
+    cols: dict[str, list] = {}  # field -> per chunk, a list of 0-d tensors or one vector
     for run in _chunks(tensors):
         xs = [tensors[i] for i in run]
         if _POWSUM is not None:
             sumsq = _POWSUM(xs, 2, dtype=acc)
         else:
             sumsq = [n * n for n in torch._foreach_norm(xs, 2, dtype=acc)]
-        cols.setdefault("sumsq", []).extend(sumsq)
+        cols.setdefault("sumsq", []).append(sumsq)
         for name, values in columns(xs, fields).items():
-            cols.setdefault(name, []).extend(values)
+            cols.setdefault(name, []).append(values)
     names, matrix = _one_matrix(cols)
     out = dict(zip(names, matrix.view(len(names), len(tensors)).unbind(0)))
     if "possum" in out:  # the signed sum from the positive part: 2 * sum(max(x, 0)) - sum|x|
@@ -223,15 +238,29 @@ def _group_columns(tensors: list, fields) -> dict[str, torch.Tensor]:
 
 
 def _one_matrix(cols: dict[str, list]) -> tuple[list[str], torch.Tensor]:
-    """(field names, their columns stacked into one float64 vector, field after field). The fields are
-    stacked by type, each type in one kernel: CUDA concatenates tensors of mixed types one at a time (a
-    copy each, hundreds per step for a large model's list)."""
+    """(field names, their columns end to end in one float64 vector, field after field), from each
+    field's pieces (per chunk of tensors, a list of 0-d tensors or a vector). Joined by type, each type
+    in one kernel where it can be: CUDA concatenates tensors of mixed types one at a time (a copy each,
+    hundreds per step for a large model's list)."""
     by_type: dict = {}
-    for name, values in cols.items():  # each field's values come from one reduction: one type
-        by_type.setdefault(values[0].dtype, []).append(name)
+    for name, pieces in cols.items():  # each field's pieces come from one reduction: one type
+        first = pieces[0]
+        by_type.setdefault((first if isinstance(first, torch.Tensor) else first[0]).dtype, []).append(name)
     names = [name for group in by_type.values() for name in group]
-    parts = [torch.stack([v for name in group for v in cols[name]]).to(torch.float64)
-             for group in by_type.values()]
+    parts = []
+    for group in by_type.values():
+        runs, scalars = [], []
+        for piece in (piece for name in group for piece in cols[name]):
+            if isinstance(piece, torch.Tensor):
+                if scalars:
+                    runs.append(torch.stack(scalars))
+                    scalars = []
+                runs.append(piece)
+            else:
+                scalars.extend(piece)
+        if scalars:
+            runs.append(torch.stack(scalars))
+        parts.append((runs[0] if len(runs) == 1 else torch.cat(runs)).to(torch.float64))
     return names, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 

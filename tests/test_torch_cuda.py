@@ -179,3 +179,28 @@ def test_a_saturated_layer_keeps_its_small_spread():
     # float64 sums of float32 squares: 1.00247e-4 on an H200 against 1.00140e-4 exactly (float32
     # sums, as the foreach kernels would take them, are off by several percent)
     assert gpu.std == pytest.approx(float(x.double().std(unbiased=False)), rel=3e-3)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_non_finite_values_of_many_tensors_are_counted_exactly(deterministic):
+    """Header rows count each tensor's NaN and infinite values with one running count over all of them
+    (no per-tensor kernel): the CPU's counts, in and out of deterministic mode, half precision too."""
+    import nnhealth.hooks._torch_fused as fused
+    from nnhealth.stats import Layout, Summary
+
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(n, generator=g) for n in (5, 300, 1, 40, 999, 7)]
+    for i, at in {0: [1], 1: [0, 150, 299], 3: [39], 4: list(range(0, 999, 3))}.items():
+        for j, k in enumerate(at):
+            xs[i][k] = (float("nan"), float("inf"), float("-inf"))[j % 3]
+    for dtype in (torch.float32, torch.float16):
+        cpu = [x.to(dtype) for x in xs]
+        gpu = [x.cuda() for x in cpu]
+        torch.use_deterministic_algorithms(deterministic)
+        try:
+            rows = fused.header_rows(gpu, fused.GRADIENT)
+        finally:
+            torch.use_deterministic_algorithms(False)
+        got = [Summary(Layout(), r.cpu().numpy()) for r in rows]
+        want = [Summary(Layout(), np.asarray(r)) for r in fused.header_rows(cpu, fused.GRADIENT)]
+        assert [(s.nonfinite, s.count) for s in got] == [(s.nonfinite, s.count) for s in want]

@@ -120,6 +120,27 @@ def test_non_finite_values_are_counted_exactly():
     assert not math.isfinite(s.sumsq)  # the sums of a tensor with NaN/Inf are not trusted
 
 
+@pytest.mark.parametrize("chunk", [fused.CHUNK, 700])
+def test_device_counts_of_non_finite_values_are_exact_for_every_tensor(chunk, device_arithmetic, monkeypatch):
+    """Counted together (a running count over all tensors of a chunk, read at each one's end), never with a
+    norm of order 0, which CUDA computes one tensor at a time: three kernels per parameter tensor."""
+    monkeypatch.setattr(fused, "CHUNK", chunk)
+    orders = []
+    norm = torch._foreach_norm
+    monkeypatch.setattr(torch, "_foreach_norm", lambda xs, ord=2, **kw: orders.append(ord) or norm(xs, ord, **kw))
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(n, generator=g) for n in (5, 300, 1, 40, 999, 7)]
+    bad = {0: [1], 1: [0, 150, 299], 3: [39], 4: list(range(0, 999, 3)), 5: []}
+    for i, at in bad.items():
+        for j, k in enumerate(at):
+            xs[i][k] = (float("nan"), float("inf"), float("-inf"))[j % 3]
+    for fields in (fused.EVERY_FIELD, fused.GRADIENT, fused.NORM):
+        rows = [as_summary(r.numpy()) for r in fused.header_rows(xs, fields)]
+        assert [r.nonfinite for r in rows] == [len(bad.get(i, [])) for i in range(len(xs))]
+        assert [r.count for r in rows] == [x.numel() - len(bad.get(i, [])) for i, x in enumerate(xs)]
+    assert 0 not in orders and orders
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_other_dtypes_and_odd_tensors(dtype):
     x = torch.randn(7, 5).to(dtype)
