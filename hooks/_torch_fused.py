@@ -97,7 +97,7 @@ def _nonfinite_counts(xs: list) -> torch.Tensor:
     flat = torch.cat([x.reshape(-1) for x in xs])
     flags = flat.sub_(flat).ne(0)  # NaN != 0
     del flat
-    running = flags.cumsum(0, dtype=torch.int32)  # a chunk holds fewer than 2**31 values
+    running = flags.cumsum(0, dtype=torch.int32)  # exact up to 2**31 non-finite values per chunk
     ends = device_constant(("ends", sizes, device), lambda: to_device(torch, np.cumsum(sizes) - 1, device))
     zero = device_constant(("zero", torch.int32, device), lambda: torch.zeros(1, dtype=torch.int32, device=device))
     return torch.diff(running[ends], prepend=zero)
