@@ -38,6 +38,9 @@ except ImportError:  # a build without the compiler: nothing is ever compiled
 
 #: sampled steps run compiled code eagerly (``torch.compiler.set_stance``, PyTorch 2.6 and later)
 EAGER_WHEN_SAMPLED = _COMPILER and hasattr(getattr(torch, "compiler", None), "set_stance")
+#: nnhealth's module hooks may be off between sampled steps: code compiled then, without them, runs eagerly
+#: with them on sampled steps (or nothing is ever compiled); older PyTorch could run it without them
+HOOKS_CAN_BE_OFF = EAGER_WHEN_SAMPLED or not _COMPILER
 
 #: the stance set while any owner holds it: [handle that restores the one before, set of owners]
 _held: list = [None, set()]

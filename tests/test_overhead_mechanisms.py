@@ -306,6 +306,69 @@ def test_unsampled_steps_compute_nothing(monkeypatch):
         assert (n_summaries > 0) == (step % 4 == 0), step
 
 
+def _hooked(model) -> dict[str, int]:
+    """Module name -> its forward hooks and pre-hooks (any at all puts PyTorch on its slow call path)."""
+    return {name: len(m._forward_hooks) + len(m._forward_pre_hooks) for name, m in model.named_modules()
+            if m._forward_hooks or m._forward_pre_hooks}
+
+
+def test_between_sampled_steps_the_modules_carry_no_hooks():
+    """Modules without hooks take PyTorch's fast call path: nnhealth's hooks are on for sampled steps
+    alone (from the step() before one to the step() ending it), and every sampled step is seen."""
+    model, opt = _mlp()
+    mon = Monitor(every=3, console=False, strict=True).watch(model, opt)
+    on_watch = _hooked(model)
+    assert on_watch == {"": 2, "1": 1, "3": 1}  # step 0 is sampled: the model's own pair, two activations
+    seen = []
+    _train(model, opt, mon, 9, lambda step: seen.append(_hooked(model)))
+    # after step s: the hooks are there when step s + 1 is sampled
+    assert seen == [{} if (s + 1) % 3 else on_watch for s in range(9)]
+    assert len(mon.history.summaries("activation", "1")) == 3 and len(mon.history.summaries("input", "input")) == 3
+    mon.close()
+    assert _hooked(model) == {}
+
+
+def test_every_step_sampled_leaves_the_hooks_on():
+    model, opt = _mlp()
+    mon = Monitor(every=1, console=False).watch(model, opt)
+    seen = []
+    _train(model, opt, mon, 3, lambda step: seen.append(_hooked(model)))
+    assert seen == [{"": 2, "1": 1, "3": 1}] * 3
+    assert all(not w.forward._switch for w in mon._watchers)
+    mon.close()
+
+
+def test_without_compiler_stances_the_hooks_stay_on(monkeypatch):
+    """On PyTorch without stances, code compiled while the hooks were off would run without them on
+    sampled steps too: there they stay on, and return at their first line between sampled steps."""
+    import nnhealth.hooks._torch_forward as forward_hooks
+
+    monkeypatch.setattr(forward_hooks, "HOOKS_CAN_BE_OFF", False)
+    model, opt = _mlp()
+    mon = Monitor(every=3, console=False).watch(model, opt)
+    seen = []
+    _train(model, opt, mon, 4, lambda step: seen.append(_hooked(model)))
+    mon.close()
+    assert seen == [{"": 2, "1": 1, "3": 1}] * 4
+    assert len(mon.history.summaries("activation", "1")) == 2
+
+
+def test_hooks_put_back_keep_their_place_among_the_users_hooks():
+    """A user's hook that changes a layer's output runs after nnhealth's if registered after watch(),
+    before it if registered before, however often nnhealth's hooks are taken off and put back."""
+    model, opt = _mlp()
+    model[1].register_forward_hook(lambda m, args, out: out + 100.0)  # before watch: nnhealth sees it
+    mon = Monitor(every=2, console=False, strict=True).watch(model, opt)
+    model[3].register_forward_hook(lambda m, args, out: out + 100.0)  # after watch: nnhealth does not
+    _train(model, opt, mon, 7)
+    mon.close()
+    relu, tanh = mon.history.summaries("activation", "1"), mon.history.summaries("activation", "3")
+    assert len(relu) == len(tanh) == 4
+    assert all(s.mean > 99 for _, s in relu)  # the output as the user's earlier hook made it
+    assert all(abs(s.mean) <= 1 for _, s in tanh)  # tanh's own output, before the user's later hook
+    assert [len(m._forward_hooks) for m in model] == [0, 1, 0, 1, 0]  # the user's hooks stay
+
+
 def test_a_sampled_step_reaches_the_host_in_one_transfer(monkeypatch):
     transfers = []
     real = inflight_module.start_fetch
