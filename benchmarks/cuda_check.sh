@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA paths, on a machine with an NVIDIA GPU (CI has none): build the statistics kernels,
-# run the CUDA tests and the tests of the PyTorch adapter, then the overhead benchmark on the device.
+# run the CUDA tests and the tests of the PyTorch adapter, then the overhead benchmark on the device and
+# the profile of a watched step there (host time per step, launches and copies: benchmarks/step_profile.py).
 #
 #     bash benchmarks/cuda_check.sh [OUTDIR]     # logs and the benchmark's JSON go to OUTDIR
 #
@@ -39,3 +40,4 @@ parts=(--only timing)
 [ "${NNHEALTH_CHECK_MEMORY:-0}" = 1 ] && parts+=(--only memory)
 timeout 300 python3 benchmarks/overhead.py --device cuda "${parts[@]}" \
     --json "$out/overhead.json" 2>&1 | tee "$out/overhead.txt"
+timeout 150 python3 benchmarks/step_profile.py --rounds 6 2>&1 | tee "$out/step_profile.txt"
