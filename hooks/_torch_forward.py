@@ -33,9 +33,9 @@ from torch.utils._pytree import tree_leaves
 
 from nnhealth.stats import summarize
 
-from ._torch_compile import HOOKS_CAN_BE_OFF, in_graph, is_compiling
+from ._torch_compile import in_graph, is_compiling
 from ._torch_kinds import CHANNEL_FIRST, function_kind, is_activation_like, module_kind
-from ._torch_switch import switchable
+from ._torch_switch import OffBetweenSampledSteps
 
 _no_torch_function = getattr(torch._C, "DisableTorchFunction", None)
 
@@ -221,19 +221,11 @@ class ForwardWatch:
         self.handles = []
         self._input_axis = 1 if self._first_layer_is_channel_first() else None
         self._hook_warning = _QuietGlobalHookWarning()
-        #: the hooks, off between sampled steps where they can be (see _torch_switch); at every=1 every
-        #: step is sampled and they stay on
-        self._switch: list = []
-        self._listener = None
+        self._off = None
         try:
             self._register(root, activations)
-            sampling = ctx.monitor.sampling
-            if HOOKS_CAN_BE_OFF and ctx.monitor.every > 1:
-                self._switch = switchable(self.handles)
-            if self._switch:
-                self._listener = ctx.guard(("hook", "forward"), self._sampling_changed)
-                sampling.listeners.append(self._listener)
-                self._listener(sampling.on)
+            #: the hooks, off between sampled steps where they can be (see _torch_switch)
+            self._off = OffBetweenSampledSteps(ctx, ("hook", "forward"), self.handles)
         except BaseException:  # no half-attached model
             self.close()
             raise
@@ -250,15 +242,6 @@ class ForwardWatch:
                     self.handles.append(m.register_forward_hook(
                         self._dual(("hook", "activation", name), self._activation_hook(name, kind))))
                     self.hooked.append(name)
-
-    def _sampling_changed(self, on: bool) -> None:
-        """The hooks are put back as a sampled step begins (at the step() before it) and taken off when
-        sampling stops (at the step() ending it)."""
-        for hook in self._switch:
-            if on:
-                hook.put_back()
-            else:
-                hook.off()
 
     def _first_layer_is_channel_first(self) -> bool:
         for m in self.root.modules():
@@ -370,10 +353,8 @@ class ForwardWatch:
         return observe
 
     def close(self) -> None:
-        listeners = self.ctx.monitor.sampling.listeners
-        if self._listener in listeners:
-            listeners.remove(self._listener)
-        self._listener, self._switch = None, []
+        if self._off is not None:
+            self._off.close()
         for h in self.handles:
             h.remove()
         self.handles = []

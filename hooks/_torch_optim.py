@@ -17,6 +17,7 @@ import logging
 import torch
 
 from ._torch_fused import GRADIENT, PARAMETER, difference_rows, header_rows, masked, scaled
+from ._torch_switch import OffBetweenSampledSteps
 
 #: names listed in one log line before "+N more"
 MAX_NAMES = 8
@@ -41,12 +42,15 @@ class GradientWatch:
         self._snapshot = None
         self._buffers: list = []
         self.handles = []
+        self._off = None
         self.from_optimizer = optimizer is not None and hasattr(optimizer, "register_step_pre_hook")
         if self.from_optimizer:
             self.handles.append(optimizer.register_step_pre_hook(ctx.guard(("hook", "optimizer"), self._before)))
             try:
                 self.handles.append(optimizer.register_step_post_hook(ctx.guard(("hook", "optimizer"),
                                                                                  self._after)))
+                #: off between sampled steps where they can be (see _torch_switch)
+                self._off = OffBetweenSampledSteps(ctx, ("hook", "optimizer"), self.handles)
             except BaseException:  # no half-attached optimizer
                 self.close()
                 raise
@@ -203,6 +207,8 @@ class GradientWatch:
             self.ctx.add("gradient", name, row)
 
     def close(self) -> None:
+        if self._off is not None:
+            self._off.close()
         for h in self.handles:
             h.remove()
         self.handles = []

@@ -4,9 +4,10 @@ A module with any forward hook takes PyTorch's slow call path: its hook
 lists are walked on every call, a few microseconds per module, on every
 step, for hooks that have nothing to do on the steps that are not sampled
 (60 us of a small MLP's 0.8 ms CPU step, for 15 layers; on a GPU host, where
-a small model's step is the CPU launching kernels, more). So between
-sampled steps nnhealth's forward hooks are taken off, and before the next
-one they are put back where they were among the module's hooks: hooks run
+a small model's step is the CPU launching kernels, more); an optimizer calls
+its step hooks on every step too. So between sampled steps nnhealth's
+hooks are taken off, and before the next one they are put back where they
+were among the module's (or optimizer's) hooks: hooks run
 in registration order, handle ids are issued in that order, so the hooks
 registered after ours are moved back behind it, and a user's hook that
 changes a layer's output keeps running before or after ours as it did.
@@ -14,6 +15,8 @@ changes a layer's output keeps running before or after ours as it did.
 from __future__ import annotations
 
 from collections import OrderedDict
+
+from ._torch_compile import HOOKS_CAN_BE_OFF
 
 
 class SwitchableHook:
@@ -55,3 +58,32 @@ def switchable(handles: list) -> list[SwitchableHook]:
         return [SwitchableHook(h) for h in handles]
     except (TypeError, AttributeError, KeyError):
         return []
+
+
+class OffBetweenSampledSteps:
+    """``handles``' hooks taken off when sampling stops and put back as a sampled step begins (at the
+    ``step()`` before it), while attached to the monitor's sampling. Where they cannot be (PyTorch
+    without compiler stances: see ``HOOKS_CAN_BE_OFF``), and at every=1, they stay on."""
+
+    def __init__(self, ctx, part: tuple, handles: list):
+        sampling = ctx.monitor.sampling
+        self._sampling = sampling
+        self.hooks = switchable(handles) if HOOKS_CAN_BE_OFF and ctx.monitor.every > 1 else []
+        self._listener = None
+        if self.hooks:
+            self._listener = ctx.guard(part, self._changed)
+            sampling.listeners.append(self._listener)
+            self._listener(sampling.on)
+
+    def _changed(self, on: bool) -> None:
+        for hook in self.hooks:
+            if on:
+                hook.put_back()
+            else:
+                hook.off()
+
+    def close(self) -> None:
+        """Stop switching (the hooks themselves are removed through their handles)."""
+        if self._listener in self._sampling.listeners:
+            self._sampling.listeners.remove(self._listener)
+        self._listener, self.hooks = None, []

@@ -319,13 +319,16 @@ def test_between_sampled_steps_the_modules_carry_no_hooks():
     mon = Monitor(every=3, console=False, strict=True).watch(model, opt)
     on_watch = _hooked(model)
     assert on_watch == {"": 2, "1": 1, "3": 1}  # step 0 is sampled: the model's own pair, two activations
-    seen = []
-    _train(model, opt, mon, 9, lambda step: seen.append(_hooked(model)))
+    seen, optimizer = [], []
+    _train(model, opt, mon, 9, lambda step: (seen.append(_hooked(model)), optimizer.append(
+        len(opt._optimizer_step_pre_hooks) + len(opt._optimizer_step_post_hooks))))
     # after step s: the hooks are there when step s + 1 is sampled
     assert seen == [{} if (s + 1) % 3 else on_watch for s in range(9)]
-    assert len(mon.history.summaries("activation", "1")) == 3 and len(mon.history.summaries("input", "input")) == 3
+    assert optimizer == [0 if (s + 1) % 3 else 2 for s in range(9)]
+    for role, where in (("activation", "1"), ("input", "input"), ("gradient", "0.weight"), ("update", "0.weight")):
+        assert len(mon.history.summaries(role, where)) == 3, role
     mon.close()
-    assert _hooked(model) == {}
+    assert _hooked(model) == {} and not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
 
 
 def test_every_step_sampled_leaves_the_hooks_on():
@@ -334,16 +337,16 @@ def test_every_step_sampled_leaves_the_hooks_on():
     seen = []
     _train(model, opt, mon, 3, lambda step: seen.append(_hooked(model)))
     assert seen == [{"": 2, "1": 1, "3": 1}] * 3
-    assert all(not w.forward._switch for w in mon._watchers)
+    assert all(not w.forward._off.hooks and not w.grads._off.hooks for w in mon._watchers)
     mon.close()
 
 
 def test_without_compiler_stances_the_hooks_stay_on(monkeypatch):
     """On PyTorch without stances, code compiled while the hooks were off would run without them on
     sampled steps too: there they stay on, and return at their first line between sampled steps."""
-    import nnhealth.hooks._torch_forward as forward_hooks
+    import nnhealth.hooks._torch_switch as switch
 
-    monkeypatch.setattr(forward_hooks, "HOOKS_CAN_BE_OFF", False)
+    monkeypatch.setattr(switch, "HOOKS_CAN_BE_OFF", False)
     model, opt = _mlp()
     mon = Monitor(every=3, console=False).watch(model, opt)
     seen = []

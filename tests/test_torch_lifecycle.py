@@ -40,8 +40,13 @@ def hooks_left(model, opt) -> int:
 
 def test_close_removes_every_hook_and_every_reference():
     model, opt = make()
+    off = Monitor(every=3, console=False).watch(model, opt)
+    loop(model, opt, off, 2)  # step 2 is not sampled: the hooks are off (taken off between sampled steps)
+    assert hooks_left(model, opt) == 0
+    off.close()
+    assert hooks_left(model, opt) == 0
     mon = Monitor(every=2, console=False).watch(model, opt)
-    loop(model, opt, mon, 3)
+    loop(model, opt, mon, 4)  # step 4 is sampled next: the hooks are on
     assert hooks_left(model, opt) > 0
     watcher = weakref.ref(mon._watchers[0])
     ref = weakref.ref(mon)
