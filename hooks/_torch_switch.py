@@ -7,10 +7,13 @@ step, for hooks that have nothing to do on the steps that are not sampled
 a small model's step is the CPU launching kernels, more); an optimizer calls
 its step hooks on every step too. So between sampled steps nnhealth's
 hooks are taken off, and before the next one they are put back where they
-were among the module's (or optimizer's) hooks: hooks run
-in registration order, handle ids are issued in that order, so the hooks
-registered after ours are moved back behind it, and a user's hook that
-changes a layer's output keeps running before or after ours as it did.
+were among the module's (or optimizer's) hooks, which run in the order of
+their dict: behind those that were before it (or, if none is left, before
+the first of those that were after it), so a user's hook that changes a
+layer's output keeps running before or after ours as it did, ``prepend=True``
+included. A hook registered while ours was off comes after ours where it was
+appended, and before it where it was prepended ahead of ours' old neighbours
+(with none of them left, after it).
 """
 from __future__ import annotations
 
@@ -31,24 +34,42 @@ class SwitchableHook:
         if not self.entries or not isinstance(self.entries[0][0](), OrderedDict):
             raise TypeError("this PyTorch keeps module hooks in a way nnhealth cannot put them back into")
         self.on = True
+        #: the ids of the hooks that ran before and after it when it was taken off
+        self._before: set = set()
+        self._after: set = set()
 
     def off(self) -> None:
-        if self.on:
-            self.handle.remove()
-            self.on = False
+        if not self.on:
+            return
+        hooks = self.entries[0][0]()
+        if hooks is not None:
+            order = list(hooks)
+            at = order.index(self.id)
+            self._before, self._after = set(order[:at]), set(order[at + 1:])
+        self.handle.remove()
+        self.on = False
 
     def put_back(self) -> None:
         if self.on:
             return
-        for ref, value in self.entries:
+        for i, (ref, value) in enumerate(self.entries):
             hooks = ref()
             if hooks is None:  # the module is gone
                 continue
+            place = self._place(list(hooks)) if i == 0 else None
             hooks[self.id] = value
-            if isinstance(hooks, OrderedDict):  # behind it again, in their order: those registered after it
-                for later in [k for k in hooks if k > self.id]:
+            if place is not None:  # the hooks that go behind it, moved there in their order
+                for later in place:
                     hooks.move_to_end(later)
         self.on = True
+
+    def _place(self, order: list) -> list:
+        """The ids in ``order`` (the hooks now, without this one) that go behind this one."""
+        before = [i for i, k in enumerate(order) if k in self._before]
+        if before:
+            return order[before[-1] + 1:]
+        after = [i for i, k in enumerate(order) if k in self._after]
+        return order[after[0]:] if after else order
 
 
 def switchable(handles: list) -> list[SwitchableHook]:

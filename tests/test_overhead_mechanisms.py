@@ -341,6 +341,50 @@ def test_every_step_sampled_leaves_the_hooks_on():
     mon.close()
 
 
+def test_a_hook_put_back_takes_its_old_place_whatever_came_and_went():
+    from nnhealth.hooks._torch_switch import SwitchableHook
+
+    def hook(name):
+        def run(module, args, out):
+            return None
+        run.__name__ = name
+        return run
+
+    m = nn.ReLU()
+    a, ours, b = (m.register_forward_hook(hook(n)) for n in ("a", "ours", "b"))
+    switch = SwitchableHook(ours)
+
+    def names():
+        return [fn.__name__ for fn in m._forward_hooks.values()]
+
+    switch.off()
+    m.register_forward_hook(hook("c"))  # appended while ours was off: after it
+    m.register_forward_hook(hook("d"), prepend=True)  # prepended: before everything
+    switch.put_back()
+    assert names() == ["d", "a", "ours", "b", "c"]
+    switch.off()
+    a.remove()  # its neighbour before is gone: ours goes before the first of those that were after it
+    switch.put_back()
+    assert names() == ["d", "ours", "b", "c"]
+    switch.off()
+    switch.off()  # twice: nothing more
+    switch.put_back()
+    switch.put_back()
+    assert names() == ["d", "ours", "b", "c"]
+    ours.remove()
+    assert names() == ["d", "b", "c"]
+
+
+def test_a_hook_the_user_prepends_after_watch_stays_before_nnhealths():
+    model, opt = _mlp()
+    mon = Monitor(every=2, console=False, strict=True).watch(model, opt)
+    model[1].register_forward_hook(lambda m, args, out: out + 100.0, prepend=True)
+    _train(model, opt, mon, 5)
+    mon.close()
+    relu = mon.history.summaries("activation", "1")
+    assert len(relu) == 3 and all(s.mean > 99 for _, s in relu)
+
+
 def test_without_compiler_stances_the_hooks_stay_on(monkeypatch):
     """On PyTorch without stances, code compiled while the hooks were off would run without them on
     sampled steps too: there they stay on, and return at their first line between sampled steps."""
