@@ -118,7 +118,8 @@ class GradientWatch:
         mon = self.ctx.monitor
         if not mon.sampled:  # first: this runs on every step
             return None
-        closure = kwargs.get("closure", args[0] if args else None)
+        # ``args`` are step()'s own: the optimizer first, then a positional closure
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if callable(closure):  # step(closure) (Lightning, LBFGS): gradients exist once it has run
             return _read_after_closure(self, optimizer, args, kwargs, closure)
         self.ctx.check_forward_seen()
@@ -236,7 +237,7 @@ def _read_after_closure(watch: GradientWatch, optimizer, args, kwargs, closure):
 
     if "closure" in kwargs:
         return args, {**kwargs, "closure": closure_then_read}
-    return (closure_then_read, *args[1:]), kwargs
+    return (args[0], closure_then_read, *args[2:]), kwargs
 
 
 def _grad_leaves(output) -> list:

@@ -42,7 +42,7 @@ class SwitchableHook:
         if not self.on:
             return
         hooks = self.entries[0][0]()
-        if hooks is not None:
+        if hooks is not None and self.id in hooks:  # (not if something cleared the module's hooks)
             order = list(hooks)
             at = order.index(self.id)
             self._before, self._after = set(order[:at]), set(order[at + 1:])

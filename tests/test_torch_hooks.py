@@ -120,6 +120,47 @@ def test_gradients_parameters_and_updates_match_the_tensors():
     mon.close()
 
 
+@pytest.mark.parametrize("keyword", [False, True])
+def test_a_closure_step_reads_the_gradients_its_closure_made(keyword):
+    """step(closure) (LBFGS; Lightning passes closure=): gradients exist only once the closure has run, so
+    on a sampled step they are read after its first run, and the update is the one the whole step
+    applied. A positional closure went unseen (step()'s hooks get the optimizer as its first argument):
+    no gradient was read on sampled steps with nothing to read yet."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
+    mon = Monitor(every=2, console=False, strict=True).watch(model, opt)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    first_grads, before = {}, {}
+
+    for step in range(5):
+        runs = []
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            if not runs and step == 4:
+                first_grads.update({n: p.grad.norm().item() for n, p in model.named_parameters()})
+            runs.append(1)
+            return loss
+
+        if step == 4:
+            before.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        loss = opt.step(closure=closure) if keyword else opt.step(closure)
+        mon.step(step, loss=loss)
+        assert len(runs) > 1  # LBFGS ran the closure more than once
+    mon.close()
+    h = mon.history
+    for name, norm in first_grads.items():  # sampled steps 0, 2, 4
+        assert [s for s, _ in h.summaries("gradient", name)] == [0, 2, 4]
+        assert h.latest_summary("gradient", name).norm == pytest.approx(norm, rel=1e-5)
+        after = dict(model.named_parameters())[name].detach()
+        assert h.values(name, "update/ratio")[-1] == pytest.approx(
+            ((after - before[name]).norm() / before[name].norm()).item(), rel=1e-4)
+
+
 def test_watch_time_parameters_carry_units_fan_in_and_init_scale():
     torch.manual_seed(0)
     model = Net()
