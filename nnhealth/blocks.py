@@ -310,7 +310,9 @@ def _recent(ring: np.ndarray, seen: np.ndarray, points: int, window: int, common
             out = ring[newest - points + 1:newest + 1, :n][::-1]
         else:  # back from the newest to slot 0, then on from the last slot
             out = np.concatenate((ring[newest::-1, :n], ring[window - 1:window - points + newest:-1, :n]))
-        return out.swapaxes(0, 1)
+        out = out.swapaxes(0, 1)
+        out.flags.writeable = False  # a view of the ring: the docstrings promise read-only
+        return out
     back = np.arange(points)
     out = ring[(seen[:, None] - 1 - back) % window, np.arange(n)[:, None]]
     out[back >= np.minimum(seen, points)[:, None]] = np.nan

@@ -177,6 +177,9 @@ def test_shortcuts_of_the_usual_step_equal_the_general_reads(window):
             for points in range(window + 1):
                 np.testing.assert_array_equal(block.recent(points),
                                               _recent(block.ring, seen, points, window, None))
+                if np.shares_memory(block.recent(points), block.ring):  # the shortcut's view of the ring
+                    with pytest.raises(ValueError):
+                        block.recent(points)[...] = 0.0
                 if role == "update":
                     rseen, cols = block.rseen[:block.n], np.arange(block.n)
                     np.testing.assert_array_equal(block.recent_ratios(points),
