@@ -95,11 +95,16 @@ class Series:
         got = self._first.get(k)
         if got is None:
             got = np.array(self._s[:k], dtype=np.int64), np.array(self._v[:k], dtype=np.float64)
-            if k == self.head or k < in_head or (n is not None and k >= n):
+            if self._first_settled(n):
                 for a in got:
                     a.flags.writeable = False
                 self._first[k] = got
         return got
+
+    def _first_settled(self, n: int | None) -> bool:
+        """Whether the first ``n`` points (all the head keeps, when None) can no longer change: all ``n``
+        are there, or the head is full."""
+        return len(self._v) >= self.head or (n is not None and n <= len(self._v))
 
     def of_first(self, n: int, compute):
         """``compute(values of the first n points)`` (:meth:`first`), computed once those can no longer
@@ -108,7 +113,7 @@ class Series:
         if self._of_first is not None and key in self._of_first:
             return self._of_first[key]
         got = compute(self.first(n)[1])
-        if n <= len(self._v) or len(self._v) >= self.head:  # all n points are there, or all the head can hold
+        if self._first_settled(n):
             if self._of_first is None:
                 self._of_first = {}
             self._of_first[key] = got
