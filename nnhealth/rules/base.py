@@ -171,11 +171,9 @@ def weights(history: History, role: str) -> np.ndarray:
 
 
 def _weights(history: History, role: str, names: tuple) -> np.ndarray:
-    """:func:`weights` of ``role``'s ``names``, as the tensors' dimensions in ``history.meta`` say now; the
-    columns are made anew only when those changed since the last step that asked."""
+    """:func:`weights` of ``role``'s ``names``, as the tensors' dimensions in ``history.meta`` say now."""
     meta = history.meta
-    are = [meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names]
-    return history.reuse(("weights", role), (names, are), lambda: _read_only(np.flatnonzero(are)))
+    return _read_only(np.flatnonzero([meta.get(n, _NO_META).get("ndim", 2) >= 2 for n in names]))
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
