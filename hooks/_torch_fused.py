@@ -140,21 +140,22 @@ def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str
     n = len(tensors)
     cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
     kernels = compiled.kernels()
-    arrays = [_flat(x) for x in tensors]
     if kernels is None:
         if copies is not None:
             torch._foreach_copy_(copies, tensors)
         rows = np.full((n, 5), np.nan)
+    elif isinstance(kernels, compiled.AddressKernels):
+        rows = _columns_by_address(kernels, tensors, copies)
     else:
         into = None if copies is None else [c.numpy() if c.is_contiguous() else None for c in copies]
-        rows = kernels.columns(arrays, into)
+        rows = kernels.columns([_flat(x) for x in tensors], into)
         if into is not None and any(view is None for view in into):  # not contiguous: copied here
             for c, x, view in zip(copies, tensors, into):
                 if view is None:
                     c.copy_(x)
     cols["nonfinite"][:] = 0.0
     for i in np.flatnonzero(~np.isfinite(rows[:, :3]).all(axis=1)).tolist():  # NaN or Inf: numpy measures
-        a = arrays[i].reshape(-1)
+        a = _flat(tensors[i])
         with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
             rows[i] = _numpy_columns(a, cols)[1:]
         if not math.isfinite(rows[i, 0]):
@@ -163,6 +164,41 @@ def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str
         if name in cols:
             cols[name][:] = rows[:, at]
     return cols
+
+
+def _readable(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as memory the kernels can read by address: contiguous, without a lazy negation."""
+    if x.is_neg():
+        x = x.resolve_neg()
+    return x if x.is_contiguous() else x.contiguous()
+
+
+def _addresses(tensors: list) -> tuple[np.ndarray, np.ndarray]:
+    """(where each tensor's values start, how many it holds), int64: what the kernels read."""
+    n = len(tensors)
+    return (np.fromiter((x.data_ptr() for x in tensors), dtype=np.int64, count=n),
+            np.fromiter((x.numel() for x in tensors), dtype=np.int64, count=n))
+
+
+def _columns_by_address(kernels, tensors: list, copies: list | None) -> np.ndarray:
+    """The kernel's rows of CPU tensors of one float type, read by address (a numpy view of each costs
+    more than its numbers, for small tensors); copied into ``copies`` in the same pass, where given
+    (buffers of the tensors' types and sizes; one that is not contiguous is filled afterwards)."""
+    held = [_readable(x) for x in tensors]  # alive, and valid, until the call returns
+    addresses, counts = _addresses(held)
+    into = None
+    if copies is not None:
+        for c, x in zip(copies, held):
+            if c.dtype != x.dtype or c.numel() != x.numel() or not c.is_cpu:
+                raise ValueError(f"copy of {x.dtype} values ({x.numel()}) into a buffer of {c.dtype} ({c.numel()})")
+        into = np.fromiter((c.data_ptr() if c.is_contiguous() else 0 for c in copies), dtype=np.int64,
+                           count=len(copies))
+    rows = kernels.columns_at(addresses, counts, held[0].element_size(), into)
+    if into is not None and not into.all():  # not contiguous: copied here
+        for c, x, address in zip(copies, tensors, into.tolist()):
+            if not address:
+                c.copy_(x)
+    return rows
 
 
 def _numpy_columns(a: np.ndarray, cols: dict) -> tuple:
@@ -337,17 +373,20 @@ def difference_rows(before: list, after: list) -> list:
             if _on_host(b) and a.dtype == b.dtype and _fusable(b) and _fusable(a) and a.shape == b.shape]
     if host:
         kernels = compiled.kernels()
-        b = [_flat(before[i]) for i in host]
-        a = [_flat(after[i]) for i in host]
         sumsq = np.empty(len(host))
-        for dtype in {x.dtype for x in a}:  # one kernel call per type
-            at = [j for j, x in enumerate(a) if x.dtype == dtype]
-            pairs = [a[j] for j in at], [b[j] for j in at]
+        for dtype in {after[i].dtype for i in host}:  # one kernel call per type
+            at = [j for j, i in enumerate(host) if after[i].dtype == dtype]
+            if isinstance(kernels, compiled.AddressKernels):
+                pairs = [_readable(after[host[j]]) for j in at], [_readable(before[host[j]]) for j in at]
+                (a, counts), (b, _) = _addresses(pairs[0]), _addresses(pairs[1])
+                sumsq[at] = kernels.difference_at(a, b, counts, pairs[0][0].element_size())
+                continue
+            pairs = [_flat(after[host[j]]) for j in at], [_flat(before[host[j]]) for j in at]
             sumsq[at] = (kernels.difference(*pairs) if kernels is not None
                          else list(map(_numpy_difference, *pairs)))
         nonfinite = np.zeros(len(host))
         for j in np.flatnonzero(~np.isfinite(sumsq)).tolist():
-            nonfinite[j] = _count_nonfinite_difference(a[j], b[j])
+            nonfinite[j] = _count_nonfinite_difference(_flat(after[host[j]]), _flat(before[host[j]]))
         numel = np.array([before[i].numel() for i in host], dtype=np.float64)
         rows = _host_rows(numel, {"sumsq": sumsq, "nonfinite": nonfinite})
         for i, row in zip(host, rows):
@@ -364,8 +403,8 @@ def difference_rows(before: list, after: list) -> list:
 
 def _flat(x: torch.Tensor) -> np.ndarray:
     """A CPU tensor's values as a flat numpy array in row-major order: a view, unless the tensor is not
-    contiguous (then a contiguous copy)."""
-    return x.numpy().reshape(-1)
+    contiguous (then a contiguous copy), and the values a lazily negated view stands for."""
+    return np.ascontiguousarray(x.resolve_neg().numpy()).reshape(-1)  # (reshape keeps a 1-D stride)
 
 
 def _numpy_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -152,10 +152,21 @@ def test_other_dtypes_and_odd_tensors(dtype):
         np.testing.assert_allclose(np.asarray(row), reference(t).v, rtol=1e-6)
 
 
-@pytest.mark.parametrize("jit", ["compiled", "numpy"])
-def test_rows_that_also_take_a_snapshot_copy_every_tensor_and_measure_the_same(jit, monkeypatch):
-    if jit == "numpy":
+@pytest.fixture(params=["by address", "buffers", "numpy"])
+def host_route(request, monkeypatch):
+    """How host tensors reach the kernels: by address (the compiled extension as built), through numpy
+    buffers (an extension built before the address entry points), or not at all (numpy computes)."""
+    kernels = fused.compiled.kernels()
+    if kernels is None and request.param != "numpy":
+        pytest.skip("the statistics kernels are not built")
+    if request.param == "buffers":
+        monkeypatch.setattr(fused.compiled, "kernels", lambda: fused.compiled.Kernels(kernels._c))
+    elif request.param == "numpy":
         monkeypatch.setattr(fused.compiled, "kernels", lambda: None)
+    return request.param
+
+
+def test_rows_that_also_take_a_snapshot_copy_every_tensor_and_measure_the_same(host_route):
     torch.manual_seed(0)
     xs = [torch.randn(300, 70), torch.randn(9, 5).t(), torch.randn(5, dtype=torch.float64),
           torch.tensor([1.0, float("nan"), float("inf")]), torch.randn(4).to(torch.float16),
@@ -168,6 +179,37 @@ def test_rows_that_also_take_a_snapshot_copy_every_tensor_and_measure_the_same(j
     for x, c in zip(xs, copies):
         want, got = (x.to_dense(), c.to_dense()) if x.is_sparse else (x, c)
         torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+
+
+def test_every_host_route_gives_the_same_rows_and_differences(host_route):
+    """Tensors the kernels cannot read as they are (not contiguous, a lazy negation) are read as the
+    values they stand for; a snapshot buffer that is not contiguous is filled all the same."""
+    torch.manual_seed(0)
+    xs = [torch.randn(40, 30), torch.randn(30, 40).t(), torch._neg_view(torch.randn(6, 7)),
+          torch.randn(50, dtype=torch.float64)[::2], torch.tensor([1.0, float("inf"), -3.0])]
+    want = [np.array([float((x.double() ** 2).sum()), float(x.double().sum())]) for x in xs]
+    copies = [torch.empty_like(x, memory_format=torch.contiguous_format) for x in xs]
+    copies[1] = torch.empty(30, 40).t()  # not contiguous
+    rows = [np.asarray(r) for r in fused.header_rows(xs, fused.PARAMETER, copies=copies)]
+    for x, c, row, (sumsq, total) in zip(xs, copies, rows, want):
+        torch.testing.assert_close(c, x.resolve_neg(), rtol=0, atol=0)
+        if math.isfinite(sumsq):
+            assert row[H["sumsq"]] == pytest.approx(sumsq, rel=1e-6)
+            assert row[H["sum"]] == pytest.approx(total, rel=1e-5, abs=1e-4)
+        else:
+            assert row[H["nonfinite"]] == 1 and row[H["count"]] == 2
+    after = [x + 0.5 for x in xs]
+    diffs = [np.asarray(r) for r in fused.difference_rows([x.clone() for x in xs], after)]
+    for x, row in zip(xs, diffs):
+        finite = bool(torch.isfinite(x).all())
+        assert (row[H["sumsq"]] == pytest.approx(0.25 * x.numel(), rel=1e-6)) if finite else row[H["nonfinite"]] == 1
+
+
+def test_a_snapshot_buffer_of_another_type_is_refused(host_route):
+    if host_route == "numpy":
+        pytest.skip("without kernels the copy is torch's own, which converts")
+    with pytest.raises(ValueError, match="copy of"):
+        fused.header_rows([torch.randn(8)], fused.PARAMETER, copies=[torch.empty(8, dtype=torch.float64)])
 
 
 def test_chunks_bound_the_temporaries_without_changing_a_number(monkeypatch):

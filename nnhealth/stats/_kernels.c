@@ -668,6 +668,126 @@ done:
     return release_pairs(result, views, n, a, b, &out);
 }
 
+/* The int64 buffers of columns_at and difference_at: n addresses or counts each, n given by the first;
+ * returns n, or -1 with an error set. */
+static Py_ssize_t
+count_of(Py_buffer *first, Py_buffer *other, Py_buffer *third, const char *what)
+{
+    if (first->len % 8 || other->len != first->len || (third != NULL && third->len != first->len)) {
+        PyErr_Format(PyExc_ValueError, "%s: addresses and value counts must be int64 buffers of one length",
+                     what);
+        return -1;
+    }
+    return first->len / 8;
+}
+
+PyDoc_STRVAR(columns_at_doc,
+"columns_at(addresses, counts, width, out, copies)\n\n"
+"columns() for memory given by address: addresses and counts are int64 buffers (where each array\n"
+"starts, how many values of width 4 or 8 it holds), copies an int64 buffer of where each is also\n"
+"copied (0: not copied). The caller keeps every address valid, contiguous and of that type for the\n"
+"call: an array library's tensors are read without a buffer object made for each.");
+
+static PyObject *
+columns_at(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer at, counts, out, into;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*y*iw*y*", &at, &counts, &width, &out, &into)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = count_of(&at, &counts, &into, "columns_at");
+    if (n < 0) {
+        goto done;
+    }
+    if (width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "columns_at: width must be 4 (float32) or 8 (float64), got %d", width);
+        goto done;
+    }
+    if (out.len != 5 * n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "columns_at: out must hold 5 numbers per array");
+        goto done;
+    }
+    const int64_t *address = (const int64_t *)at.buf, *size = (const int64_t *)counts.buf;
+    const int64_t *copy = (const int64_t *)into.buf;
+    double *rows = (double *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double s = 0, q = 0, m = 0, lo, hi;
+        if (width == 4) {
+            columns_f((const float *)(intptr_t)address[i], size[i], (float *)(intptr_t)copy[i], &s, &q, &m, &lo,
+                      &hi);
+        } else {
+            columns_d((const double *)(intptr_t)address[i], size[i], (double *)(intptr_t)copy[i], &s, &q, &m, &lo,
+                      &hi);
+        }
+        double *row = rows + 5 * i;
+        row[0] = q;
+        row[1] = s;
+        row[2] = m;
+        row[3] = lo;
+        row[4] = hi;
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&at);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&into);
+    return result;
+}
+
+PyDoc_STRVAR(difference_at_doc,
+"difference_at(a, b, counts, width, out)\n\n"
+"difference() for memory given by address: a, b and counts int64 buffers (the pairs' addresses, and\n"
+"how many values of width 4 or 8 each pair holds); the caller keeps them valid for the call.");
+
+static PyObject *
+difference_at(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer first, second, counts, out;
+    int width;
+    if (!PyArg_ParseTuple(args, "y*y*y*iw*", &first, &second, &counts, &width, &out)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = count_of(&first, &second, &counts, "difference_at");
+    if (n < 0) {
+        goto done;
+    }
+    if (width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "difference_at: width must be 4 (float32) or 8 (float64), got %d", width);
+        goto done;
+    }
+    if (out.len != n * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "difference_at: out must hold a number per pair");
+        goto done;
+    }
+    const int64_t *a = (const int64_t *)first.buf, *b = (const int64_t *)second.buf;
+    const int64_t *size = (const int64_t *)counts.buf;
+    double *totals = (double *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        totals[i] = width == 4 ? difference_f((const float *)(intptr_t)a[i], (const float *)(intptr_t)b[i], size[i])
+                               : difference_d((const double *)(intptr_t)a[i], (const double *)(intptr_t)b[i],
+                                              size[i]);
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&first);
+    PyBuffer_Release(&second);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&out);
+    return result;
+}
+
 PyDoc_STRVAR(activation_doc,
 "activation(a, width, units, inner, per_unit, code, zero, one, threshold, table, shift, slots,\n"
 "           hist, moments, out) -> finite\n\n"
@@ -745,6 +865,8 @@ done:
 static PyMethodDef methods[] = {
     {"columns", columns, METH_VARARGS, columns_doc},
     {"difference", difference, METH_VARARGS, difference_doc},
+    {"columns_at", columns_at, METH_VARARGS, columns_at_doc},
+    {"difference_at", difference_at, METH_VARARGS, difference_at_doc},
     {"activation", activation, METH_VARARGS, activation_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -167,6 +167,31 @@ class Kernels:
         return out
 
 
+class AddressKernels(Kernels):
+    """:class:`Kernels` that also read memory given by address (an array library's tensors, without
+    a buffer object made for each: on a sampled step of a model with a hundred parameter tensors,
+    making those cost more than the rest of the host side of the optimizer hooks)."""
+
+    def columns_at(self, addresses: np.ndarray, counts: np.ndarray, width: int,
+                   copies: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`columns` of ``len(addresses)`` arrays of ``width``-byte floats (4: float32, 8: float64),
+        each starting at an address (int64) and holding ``counts`` values; ``copies``: the addresses
+        each is also copied to (0: not copied). The caller keeps that memory valid, contiguous and of
+        that type for the call."""
+        n = len(addresses)
+        out = np.empty((n, 5))
+        if n:
+            self._c.columns_at(addresses, counts, width, out, np.zeros(n, np.int64) if copies is None else copies)
+        return out
+
+    def difference_at(self, a: np.ndarray, b: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
+        """:meth:`difference` of pairs of arrays given by address (int64), as :meth:`columns_at`."""
+        out = np.empty(len(a))
+        if len(a):
+            self._c.difference_at(a, b, counts, width, out)
+        return out
+
+
 def _one_float_type(arrays: list) -> np.dtype:
     dtype = arrays[0].dtype
     if dtype not in (np.float32, np.float64) or any(x.dtype != dtype for x in arrays):
@@ -194,4 +219,5 @@ def _load() -> Kernels | None:
         from . import _kernels
     except ImportError:  # installed without a compiler: numpy computes the same
         return None
-    return Kernels(_kernels)
+    # an extension built before the address entry points (an editable install not rebuilt) reads buffers
+    return AddressKernels(_kernels) if hasattr(_kernels, "columns_at") else Kernels(_kernels)
