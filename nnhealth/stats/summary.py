@@ -110,7 +110,7 @@ class Summary:
     """Host-side view of a packed vector, with the derived quantities rules use."""
 
     # thousands are made per step in a big model: no per-object dict for the garbage collector to walk
-    __slots__ = ("layout", "v", "h")
+    __slots__ = ("layout", "v", "_h")
 
     def __init__(self, layout: Layout, vector):
         vector = np.asarray(vector, dtype=np.float64)
@@ -118,8 +118,16 @@ class Summary:
             raise ValueError(f"packed statistics have shape {vector.shape}, layout expects ({layout.size},)")
         self.layout = layout
         self.v = vector
-        #: the header as Python floats: rules read these fields many times per step
-        self.h = vector[: len(HEADER)].tolist()
+        self._h = None
+
+    @property
+    def h(self) -> list[float]:
+        """The header as Python floats, made when first read (most summaries of a big model's step are
+        only kept, their headers read through their role's block): the fields are read from it."""
+        h = self._h
+        if h is None:
+            h = self._h = self.v[: len(HEADER)].tolist()
+        return h
 
     @classmethod
     def empty(cls, layout: Layout = Layout()) -> "Summary":
