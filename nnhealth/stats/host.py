@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from functools import lru_cache
 
 import numpy as np
 
@@ -279,9 +280,8 @@ def _per_unit_sum(x3: np.ndarray, square: bool = False) -> np.ndarray:
 def summarize_host(a: np.ndarray, kind: Kind, *, hist: bool, units: bool, moments: bool,
                    unit_axis: int | None, default_axis) -> tuple[Layout, np.ndarray]:
     """Packed summary of a non-empty float32/float64 array ``a`` (see the module doc)."""
-    with np.errstate(all="ignore"):  # inf - inf in a sum is how non-finite data is detected
-        return _summarize(a if a.flags.c_contiguous else np.ascontiguousarray(a), kind, hist, units, moments,
-                          unit_axis, default_axis)
+    return _summarize(a if a.flags.c_contiguous else np.ascontiguousarray(a), kind, hist, units, moments,
+                      unit_axis, default_axis)
 
 
 def _summarize(a, kind, hist, units, moments, unit_axis, default_axis):
@@ -290,7 +290,14 @@ def _summarize(a, kind, hist, units, moments, unit_axis, default_axis):
         got = _summarize_compiled(kernels, a, kind, hist, units, moments, unit_axis, default_axis)
         if got is not None:
             return got
-    return _summarize_numpy(a, kind, hist, units, moments, unit_axis, default_axis)
+    with np.errstate(all="ignore"):  # inf - inf in a sum is how non-finite data is detected
+        return _summarize_numpy(a, kind, hist, units, moments, unit_axis, default_axis)
+
+
+@lru_cache(maxsize=1024)
+def _layout(hist: bool, units: int, moments: bool) -> Layout:
+    """The (immutable) Layout of these parts, made once: every activation of every sampled step has one."""
+    return Layout(hist=hist, units=units, moments=moments)
 
 
 def _summarize_compiled(kernels, a, kind, hist, units, moments, unit_axis, default_axis):
@@ -298,7 +305,7 @@ def _summarize_compiled(kernels, a, kind, hist, units, moments, unit_axis, defau
     (non-finite values, a saturation test it does not know)."""
     per_unit = (units or moments) and a.ndim >= 1
     z3, samples = _unit_view(a, unit_axis, default_axis) if per_unit else (a.reshape(1, 1, -1), a.size)
-    layout = Layout(hist=hist, units=z3.shape[1] if per_unit else 0, moments=moments and per_unit)
+    layout = _layout(bool(hist), z3.shape[1] if per_unit else 0, bool(moments and per_unit))
     out = kernels.activation(z3, kind, hist, per_unit, layout.moments, layout.size)
     if out is None:
         return None
