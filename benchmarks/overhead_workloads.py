@@ -76,6 +76,15 @@ def small_mlp() -> nn.Module:
     return nn.Sequential(*layers, nn.Linear(64, 10))
 
 
+def deep_mlp() -> nn.Module:
+    """50 narrow Linear-ReLU blocks: a hundred small parameter tensors and fifty activations, where what a
+    sampled step costs per tensor and per layer shows (``benchmarks/step_profile.py --workload deep``)."""
+    layers = []
+    for _ in range(50):
+        layers += [nn.Linear(32, 32), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(32, 10))
+
+
 def residual_blocks() -> nn.Module:
     return nn.Sequential(nn.Linear(64, 128), *(Residual(128) for _ in range(8)), nn.LayerNorm(128),
                          nn.Linear(128, 10))
@@ -102,6 +111,9 @@ WORKLOADS = {
                       lambda params: torch.optim.SGD(params, lr=0.01), (32,), 128),
     "blocks": Workload("8 residual blocks (LayerNorm-Linear-GELU-Linear), width 128, batch 256, AdamW",
                        residual_blocks, lambda params: torch.optim.AdamW(params, lr=1e-3), (64,), 256),
+    # many small layers: the per-tensor and per-layer costs of a sampled step (step_profile.py only)
+    "deep": Workload("50 Linear(32)-ReLU blocks, batch 32, SGD", deep_mlp,
+                     lambda params: torch.optim.SGD(params, lr=0.01), (32,), 32),
 }
 #: the workloads of the main table, and of the compiled part
 EAGER_WORKLOADS = ["mlp", "cnn"]
