@@ -410,3 +410,37 @@ def test_values_pinned_near_a_constant_keep_their_spread(path, monkeypatch):
     p = Summary(Layout(), np.asarray(row))
     assert p.std == pytest.approx(float(scale.double().std(unbiased=False)), rel=1e-4)
     assert p.mean == pytest.approx(float(scale.double().mean()), rel=1e-9)
+
+
+def _addresses(arrays):
+    return (np.array([a.ctypes.data for a in arrays], np.int64), np.array([a.size for a in arrays], np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reading_by_address_equals_reading_buffers(jit, dtype):
+    """columns_at and difference_at (an array library's tensors, read where they lie) give the rows,
+    copies and sums of columns and difference."""
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(shape).astype(dtype) for shape in [(7,), (300, 11), (4096,)]]
+    others = [x[::-1].copy() for x in arrays]
+    copies = [np.zeros_like(arrays[0]), None, np.zeros_like(arrays[2])]
+    at, counts = _addresses(arrays)
+    into = np.array([0 if c is None else c.ctypes.data for c in copies], np.int64)
+    rows = jit.columns_at(at, counts, np.dtype(dtype).itemsize, into)
+    np.testing.assert_array_equal(rows, jit.columns(arrays))
+    assert np.array_equal(copies[0], arrays[0]) and np.array_equal(copies[2], arrays[2])
+    totals = jit.difference_at(at, _addresses(others)[0], counts, np.dtype(dtype).itemsize)
+    np.testing.assert_array_equal(totals, jit.difference(arrays, others))
+    assert jit.columns_at(at[:0], counts[:0], 4).shape == (0, 5)
+
+
+def test_bad_address_lists_are_refused_with_a_message(jit):
+    at, counts = _addresses([np.ones(8, np.float32)])
+    with pytest.raises(ValueError, match="one length"):
+        jit._c.columns_at(at, np.zeros(2, np.int64), 4, np.empty(5), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="width"):
+        jit.columns_at(at, counts, 2)
+    with pytest.raises(ValueError, match="5 number"):
+        jit._c.columns_at(at, counts, 4, np.empty(4), np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="one length"):
+        jit.difference_at(at, np.zeros(2, np.int64), counts, 4)

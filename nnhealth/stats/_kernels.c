@@ -567,6 +567,24 @@ release_pairs(PyObject *result, Py_buffer *views, Py_ssize_t n, PyObject *first,
     return result;
 }
 
+/* row (5 numbers) of columns(): (sum of squares, sum, sum of |x|, min, max) of the n values of width 4
+ * or 8 at a, copied into copy as they are read unless copy is NULL */
+static void
+column_row(const void *a, Py_ssize_t n, void *copy, int width, double *row)
+{
+    double s = 0, q = 0, m = 0, lo, hi;
+    if (width == 4) {
+        columns_f((const float *)a, n, (float *)copy, &s, &q, &m, &lo, &hi);
+    } else {
+        columns_d((const double *)a, n, (double *)copy, &s, &q, &m, &lo, &hi);
+    }
+    row[0] = q;
+    row[1] = s;
+    row[2] = m;
+    row[3] = lo;
+    row[4] = hi;
+}
+
 PyDoc_STRVAR(columns_doc,
 "columns(arrays, width, out, copies=None)\n\n"
 "For each contiguous float buffer of the sequence arrays (all of width 4: float32, or 8: float64), its\n"
@@ -603,19 +621,8 @@ columns(PyObject *self, PyObject *args)
     double *rows = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        double s = 0, q = 0, m = 0, lo, hi;
-        void *copy = views[n + i].buf; /* NULL: no copy (none asked, or None) */
-        if (width == 4) {
-            columns_f((const float *)views[i].buf, views[i].len / 4, (float *)copy, &s, &q, &m, &lo, &hi);
-        } else {
-            columns_d((const double *)views[i].buf, views[i].len / 8, (double *)copy, &s, &q, &m, &lo, &hi);
-        }
-        double *row = rows + 5 * i;
-        row[0] = q;
-        row[1] = s;
-        row[2] = m;
-        row[3] = lo;
-        row[4] = hi;
+        /* copy NULL: none asked, or None */
+        column_row(views[i].buf, views[i].len / width, views[n + i].buf, width, rows + 5 * i);
     }
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
@@ -668,17 +675,28 @@ done:
     return release_pairs(result, views, n, a, b, &out);
 }
 
-/* The int64 buffers of columns_at and difference_at: n addresses or counts each, n given by the first;
- * returns n, or -1 with an error set. */
+/* The arguments of columns_at and difference_at: n arrays, n being the length of the int64 buffers first,
+ * other and third (addresses and value counts), of width 4 or 8, with per numbers each in out. Returns n,
+ * or -1 with an error set. */
 static Py_ssize_t
-count_of(Py_buffer *first, Py_buffer *other, Py_buffer *third, const char *what)
+count_of(Py_buffer *first, Py_buffer *other, Py_buffer *third, int width, Py_buffer *out, Py_ssize_t per,
+         const char *what)
 {
-    if (first->len % 8 || other->len != first->len || (third != NULL && third->len != first->len)) {
+    if (first->len % 8 || other->len != first->len || third->len != first->len) {
         PyErr_Format(PyExc_ValueError, "%s: addresses and value counts must be int64 buffers of one length",
                      what);
         return -1;
     }
-    return first->len / 8;
+    Py_ssize_t n = first->len / 8;
+    if (width != 4 && width != 8) {
+        PyErr_Format(PyExc_ValueError, "%s: width must be 4 (float32) or 8 (float64), got %d", what, width);
+        return -1;
+    }
+    if (out->len != per * n * (Py_ssize_t)sizeof(double)) {
+        PyErr_Format(PyExc_ValueError, "%s: out must hold %zd number(s) per array", what, per);
+        return -1;
+    }
+    return n;
 }
 
 PyDoc_STRVAR(columns_at_doc,
@@ -698,16 +716,8 @@ columns_at(PyObject *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t n = count_of(&at, &counts, &into, "columns_at");
+    Py_ssize_t n = count_of(&at, &counts, &into, width, &out, 5, "columns_at");
     if (n < 0) {
-        goto done;
-    }
-    if (width != 4 && width != 8) {
-        PyErr_Format(PyExc_ValueError, "columns_at: width must be 4 (float32) or 8 (float64), got %d", width);
-        goto done;
-    }
-    if (out.len != 5 * n * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "columns_at: out must hold 5 numbers per array");
         goto done;
     }
     const int64_t *address = (const int64_t *)at.buf, *size = (const int64_t *)counts.buf;
@@ -715,20 +725,7 @@ columns_at(PyObject *self, PyObject *args)
     double *rows = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        double s = 0, q = 0, m = 0, lo, hi;
-        if (width == 4) {
-            columns_f((const float *)(intptr_t)address[i], size[i], (float *)(intptr_t)copy[i], &s, &q, &m, &lo,
-                      &hi);
-        } else {
-            columns_d((const double *)(intptr_t)address[i], size[i], (double *)(intptr_t)copy[i], &s, &q, &m, &lo,
-                      &hi);
-        }
-        double *row = rows + 5 * i;
-        row[0] = q;
-        row[1] = s;
-        row[2] = m;
-        row[3] = lo;
-        row[4] = hi;
+        column_row((const void *)(intptr_t)address[i], size[i], (void *)(intptr_t)copy[i], width, rows + 5 * i);
     }
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
@@ -756,16 +753,8 @@ difference_at(PyObject *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t n = count_of(&first, &second, &counts, "difference_at");
+    Py_ssize_t n = count_of(&first, &second, &counts, width, &out, 1, "difference_at");
     if (n < 0) {
-        goto done;
-    }
-    if (width != 4 && width != 8) {
-        PyErr_Format(PyExc_ValueError, "difference_at: width must be 4 (float32) or 8 (float64), got %d", width);
-        goto done;
-    }
-    if (out.len != n * (Py_ssize_t)sizeof(double)) {
-        PyErr_SetString(PyExc_ValueError, "difference_at: out must hold a number per pair");
         goto done;
     }
     const int64_t *a = (const int64_t *)first.buf, *b = (const int64_t *)second.buf;
