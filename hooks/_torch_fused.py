@@ -131,9 +131,9 @@ HOST_CHUNK = 1 << 17
 
 
 def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str, np.ndarray]:
-    """CPU float32/float64 (one type): numpy views of the tensors (no copy), each read a cache-sized
-    piece at a time, every field in one pass, by one call of the compiled kernel for the whole list
-    when there is one; by numpy otherwise, and for tensors holding NaN or Inf. When the sum of
+    """CPU float32/float64 (one type): the tensors' memory (no copy; read by address), each read a
+    cache-sized piece at a time, every field in one pass, by one call of the compiled kernel for the
+    whole list when there is one; by numpy otherwise, and for tensors holding NaN or Inf. When the sum of
     squares is finite, so is every value, and the non-finite count is 0 without a pass of its own
     (on the CPU reading that number waits for nothing); otherwise it is counted. ``copies``:
     buffers the tensors are also copied into, by the kernel in the same pass."""
