@@ -484,8 +484,12 @@ class Monitor:
                 flight.send()
         else:
             flight.send(out)  # one transfer per array library: the held steps' scalars and this step's
-        new = settled
-        for entry in flight.arrived(wait=False):
+        return settled + self._arrived(wait=False)
+
+    def _arrived(self, wait: bool) -> list[Finding]:
+        """Process the steps whose copies are done (all of them when ``wait``), oldest first."""
+        new = []
+        for entry in self._flight.arrived(wait=wait):
             new.extend(self._process(*entry))
         return new
 
@@ -506,10 +510,7 @@ class Monitor:
         flight = self._flight
         if flight.hold(Outgoing(step, False, {}, [], {"loss": loss})):
             flight.send()
-        new = []
-        for entry in flight.arrived(wait=False):
-            new.extend(self._process(*entry))
-        return new
+        return self._arrived(wait=False)
 
     def _defer(self, step: int, values: dict) -> bool:
         """Keep an unsampled step's numbers for the next step that does work, when they cannot make a
@@ -641,8 +642,7 @@ class Monitor:
         """Process every step still in flight (asynchronous copies, deferred losses) and flush the files."""
         new = self._settle()
         self._flight.send()
-        for entry in self._flight.arrived(wait=True):
-            new.extend(self._process(*entry))
+        new += self._arrived(wait=True)
         for sink in list(self._sinks):
             self._to_sink(sink, "flush")
         return new

@@ -270,8 +270,10 @@ def _gather(vectors, parts):
 
 def _to_host(t, vectors):
     """Blocking copy of all ``vectors`` into one float64 numpy array (one copy per device)."""
-    parts = [(idx, t.cat([vectors[i].reshape(-1).to(t.float64) for i in idx]).to("cpu").numpy())
-             for idx in _by_device(vectors).values()]
+    parts = []
+    for idx in _by_device(vectors).values():
+        order, flat = _float64_flat(t, vectors, idx)
+        parts.append((order, flat.to("cpu").numpy()))
     return _gather(vectors, parts)
 
 
