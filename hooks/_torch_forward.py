@@ -33,8 +33,8 @@ from torch.utils._pytree import tree_leaves
 
 from nnhealth.stats import summarize
 
-from ._torch_compile import in_graph, is_compiling
-from ._torch_kinds import CHANNEL_FIRST, function_kind, is_activation_like, module_kind
+from ._torch_compile import HOOKS_CAN_BE_OFF, in_graph, is_compiling
+from ._torch_kinds import CHANNEL_FIRST, function_kind, is_activation_like, module_kind, plain_order
 from ._torch_switch import OffBetweenSampledSteps
 
 _no_torch_function = getattr(torch._C, "DisableTorchFunction", None)
@@ -108,8 +108,12 @@ class Capture:
         self.last_layer = None
         self.mode = None
         self.handles: list = []
-        self.functional_in_graph = in_graph(self.functional)
-        if watch_calls:
+        #: activation name -> the layer it follows, known before the forward runs (see plain_order);
+        #: then no module's call needs watching
+        self.follows_layer = owner.plain
+        self.functional_in_graph = None
+        if watch_calls and self.follows_layer is None:
+            self.functional_in_graph = in_graph(self.functional)
             self.handles = _register_global(self._module_hook(self._enter_module),
                                             self._module_hook(self._leave_module))
             if owner.functional:
@@ -147,11 +151,13 @@ class Capture:
         return None
 
     def add(self, name: str, kind: str, out: torch.Tensor) -> None:
+        if self.follows_layer is not None:
+            self.last_layer = self.follows_layer.get(name)
         with _quiet():
             if out.numel() == 0:
                 return self.owner.ctx.say(f"empty:{name}", logging.INFO,
                                           f"nnhealth: activation {name!r} is empty (a batch of 0 samples?); skipped")
-            layout, vec = summarize(out, kind, hist=True, units=True, unit_axis=self.unit_axis(out))
+            layout, vec = summarize(out, kind, hist=True, units=True, unit_axis=self.unit_axis(out), host_vector=True)
         self.entries.append((name, kind, layout, vec, weakref.ref(out)))
         owner = self.owner
         if self.last_layer is not None:
@@ -220,6 +226,13 @@ class ForwardWatch:
         self.hooked: list[str] = []
         self.handles = []
         self._input_axis = 1 if self._first_layer_is_channel_first() else None
+        #: {activation name: the layer it follows} where no module's call needs watching (see
+        #: plain_order); only where sampled steps run eagerly, as the function mode also makes the
+        #: compiler trace the watched variant of a forward elsewhere
+        self.plain = None
+        if functional and HOOKS_CAN_BE_OFF:
+            order = plain_order(root, self.layers)
+            self.plain = None if order is None else {self.names[m]: layer for m, layer in order.items()}
         self._hook_warning = _QuietGlobalHookWarning()
         self._off = None
         try:

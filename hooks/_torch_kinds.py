@@ -126,3 +126,59 @@ def function_kind(func, args, kwargs) -> tuple[str, str] | None:
         if (lo, hi) != (-1.0, 1.0):
             return None
     return found
+
+
+#: the files of torch.nn whose modules compute their own operation and call no activation function
+#: (those of ``activation`` are the activation layers themselves, ``container``'s only Sequential)
+_PLAIN_FILES = frozenset({"linear", "conv", "batchnorm", "normalization", "instancenorm", "dropout", "flatten",
+                          "pooling", "sparse", "padding", "pixelshuffle", "upsampling", "channelshuffle",
+                          "activation", "container"})
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _is_plain(module: nn.Module) -> bool:
+    if "forward" in vars(module):  # a forward replaced on the instance
+        return False
+    forward = type(module).forward
+    head, _, file = (getattr(forward, "__module__", None) or "").rpartition(".")
+    if head != "torch.nn.modules" or file not in _PLAIN_FILES:
+        return False
+    if file == "activation":  # MultiheadAttention lives there too
+        return is_activation_like(module)
+    if file == "container":
+        return isinstance(module, nn.Sequential) and forward is nn.Sequential.forward
+    return not module._modules
+
+
+def plain_order(root: nn.Module, layers) -> dict | None:
+    """{activation module: the member of ``layers`` it follows, or None} when ``root`` is torch.nn's own
+    modules chained by Sequential (nested or not, none used twice): then which layer each activation
+    follows, and that no activation is called as a function, are known without running the forward.
+    None for any other model (a forward of its own may call ``F.relu``, or run its layers in any order)."""
+    order: dict = {}
+    seen: set = set()
+    last = None
+
+    def walk(module):
+        nonlocal last
+        if id(module) in seen or not _is_plain(module):
+            raise _NotPlain
+        seen.add(id(module))
+        if isinstance(module, nn.Sequential):
+            for child in module._modules.values():
+                if child is not None:
+                    walk(child)
+        elif is_activation_like(module):
+            if module_kind(module) is not None:
+                order[module] = last
+        elif module in layers:
+            last = module
+
+    try:
+        walk(root)
+    except _NotPlain:
+        return None
+    return order

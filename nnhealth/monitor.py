@@ -396,8 +396,9 @@ class Monitor:
                                   "labels, not features); preprocessing checks skip it", logging.INFO)
         if self._size(x) == 0:
             return self._say_once(f"empty:input:{name}", f"nnhealth: input {name!r} is empty; skipped", logging.INFO)
-        layout, vec = summarize(x, "linear", hist=True, units=True, moments=True, unit_axis=unit_axis, ops=ops)
-        self._add("input", name, ops, layout, vec)
+        layout, vec = summarize(x, "linear", hist=True, units=True, moments=True, unit_axis=unit_axis, ops=ops,
+                                host_vector=True)
+        self._add("input", name, NUMPY if type(vec) is np.ndarray else ops, layout, vec)
 
     # -- stepping ------------------------------------------------------------
     def step(self, step: int, loss=None, **metrics) -> list[Finding]:

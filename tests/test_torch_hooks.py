@@ -420,3 +420,63 @@ def test_hardtanh_with_other_bounds_is_no_hardtanh():
     mon.step(0)
     assert mon.history.names("activation") == []
     mon.close()
+
+
+class Wrapped(nn.Module):
+    """The same layers, run by a forward of its own: module calls are watched as the forward goes."""
+
+    def __init__(self, seq):
+        super().__init__()
+        self.seq = seq
+
+    def forward(self, x):
+        return self.seq(x)
+
+
+def _chain():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Sequential(nn.Linear(24, 16), nn.BatchNorm1d(16), nn.Tanh()), nn.Linear(16, 3))
+
+
+def _watched_forward(model, steps=3):
+    """(history, the activation each layer was seen followed by, whether each sampled forward ran with a
+    function mode or global module hooks)."""
+    seen = []
+    relu = model[1] if isinstance(model, nn.Sequential) else model.seq[1]
+    relu.register_forward_hook(lambda *_: seen.append(
+        torch._C._len_torch_function_stack() > 0 or bool(torch.nn.modules.module._global_forward_hooks)))
+    mon = Monitor(every=1, console=False)
+    g = torch.Generator().manual_seed(0)
+    train(model, mon, steps=steps, x=torch.randn(32, 2, 8, generator=g), y=torch.randint(0, 3, (32,), generator=g))
+    follows = dict(mon._watchers[0].forward.follows)
+    mon.close()
+    return mon.history, follows, seen
+
+
+def test_a_chain_of_torch_modules_is_watched_without_watching_module_calls():
+    """A Sequential of torch.nn's own layers cannot call an activation as a function, and which layer each
+    activation follows is its order: its sampled forwards run without the function mode and global hooks,
+    and record what a forward of its own records (the Conv1d's 3-D output by channel, what follows what)."""
+    plain, plain_follows, plain_watched = _watched_forward(_chain())
+    own, own_follows, own_watched = _watched_forward(Wrapped(_chain()))
+    assert plain_watched == [False] * 3 and own_watched == [True] * 3
+    assert plain.names("activation") == ["1", "3.2"] and own.names("activation") == ["seq.1", "seq.3.2"]
+    for name in ("1", "3.2"):
+        a, b = plain.latest_summary("activation", name), own.latest_summary("activation", f"seq.{name}")
+        assert a.layout == b.layout and np.array_equal(a.v, b.v)
+    assert plain.latest_summary("activation", "1").layout.units == 4  # channels, not the 6 positions
+    assert plain_follows == {"0": "relu", "3.1": "tanh"}  # the batch norm, not the linear layer before it
+    assert own_follows == {"seq.0": "relu", "seq.3.1": "tanh"}
+    assert plain.meta["0.weight"]["init_scale"] == own.meta["seq.0.weight"]["init_scale"]
+
+
+def test_models_whose_calls_cannot_be_known_beforehand_are_watched_as_they_run():
+    from nnhealth.hooks._torch_kinds import plain_order
+
+    relu = nn.ReLU()
+    shared = nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu)  # which layer relu follows varies
+    replaced = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    replaced[0].forward = lambda x: F.relu(x)
+    for model in (shared, replaced, nn.Sequential(nn.TransformerEncoderLayer(8, 2)), Wrapped(nn.Linear(4, 4))):
+        assert plain_order(model, set(model.modules())) is None

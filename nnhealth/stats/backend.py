@@ -107,9 +107,12 @@ class TorchOps:
     def host_view(self, x):
         """A CPU tensor as a float32/float64 numpy array sharing its memory (None elsewhere, and for
         tensors numpy cannot view: subclasses, conjugate views), for the host kernel."""
-        if self.device.type != "cpu" or type(x) not in (self.t.Tensor, self.t.nn.Parameter):
+        t = self.t
+        if self.device.type != "cpu" or type(x) not in (t.Tensor, t.nn.Parameter):
             return None
         try:
+            if x.dtype in (t.float32, t.float64) and not x.is_sparse:  # as it is: one call, no conversion
+                return x.numpy(force=True)
             return self.as_float(x).numpy()
         except (RuntimeError, TypeError):
             return None

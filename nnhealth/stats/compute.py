@@ -26,12 +26,14 @@ def default_unit_axis(ndim: int) -> int:
 
 
 def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool = False,
-              moments: bool = False, unit_axis: int | None = None, ops=None):
+              moments: bool = False, unit_axis: int | None = None, ops=None, host_vector: bool = False):
     """Packed summary of ``x``: returns ``(layout, vector)``, vector on x's device.
 
     ``units`` adds per-unit fired/saturated counts along ``unit_axis``;
     ``moments`` adds per-unit sums and sums of squares (feature scales).
-    A 1-D array is one sample; a 0-D array has no units.
+    A 1-D array is one sample; a 0-D array has no units. ``host_vector``: the
+    vector of data in host memory (a CPU tensor's too) stays the numpy array
+    it is computed as, for a caller that keeps host numbers on the host.
     """
     ops = ops or ops_for(x)
     kind = kind if isinstance(kind, Kind) else get_kind(kind)
@@ -43,7 +45,7 @@ def summarize(x, kind: str | Kind = "linear", *, hist: bool = False, units: bool
     if a is not None and a.size:
         layout, vector = summarize_host(a, kind, hist=hist, units=units, moments=moments, unit_axis=unit_axis,
                                         default_axis=default_unit_axis)
-        return layout, ops.from_host(vector)
+        return layout, vector if host_vector else ops.from_host(vector)
     if getattr(ops, "name", None) == "torch" and ops.device.type == "cuda":  # (ROCm reports "cuda" too)
         # measured there; other accelerators (MPS, XLA) keep the generic path, whose ops all of them have
         got = summarize_tensor(ops.t, ops, x, kind, hist, units, moments, unit_axis, default_unit_axis)
