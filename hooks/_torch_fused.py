@@ -130,20 +130,19 @@ def _looped_columns(xs: list, fields) -> dict[str, list]:
 HOST_CHUNK = 1 << 17
 
 
-def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str, np.ndarray]:
-    """CPU float32/float64 (one type): the tensors' memory (no copy; read by address), each read a
-    cache-sized piece at a time, every field in one pass, by one call of the compiled kernel for the
-    whole list when there is one; by numpy otherwise, and for tensors holding NaN or Inf. When the sum of
-    squares is finite, so is every value, and the non-finite count is 0 without a pass of its own
-    (on the CPU reading that number waits for nothing); otherwise it is counted. ``copies``:
-    buffers the tensors are also copied into, by the kernel in the same pass."""
-    n = len(tensors)
-    cols = {name: np.empty(n) for name in ("sumsq", "nonfinite") + tuple(fields)}
+def _host_columns(tensors: list, fields, copies: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of (sum of squares, sum, sum of |x|, min, max), non-finite counts) of CPU float32/float64
+    tensors of one type: their memory (no copy; read by address), each read a cache-sized piece at a
+    time, every field in one pass, by one call of the compiled kernel for the whole list when there is
+    one; by numpy otherwise, and for tensors holding NaN or Inf. When the sum of squares is finite, so
+    is every value, and the non-finite count is 0 without a pass of its own (on the CPU reading that
+    number waits for nothing); otherwise it is counted. ``copies``: buffers the tensors are also copied
+    into, by the kernel in the same pass. Fields not in ``fields`` may be left unmeasured."""
     kernels = compiled.kernels()
     if kernels is None:
         if copies is not None:
             torch._foreach_copy_(copies, tensors)
-        rows = np.full((n, 5), np.nan)
+        rows = np.full((len(tensors), 5), np.nan)
     elif isinstance(kernels, compiled.AddressKernels):
         rows = _columns_by_address(kernels, tensors, copies)
     else:
@@ -153,17 +152,82 @@ def _host_columns(tensors: list, fields, copies: list | None = None) -> dict[str
             for c, x, view in zip(copies, tensors, into):
                 if view is None:
                     c.copy_(x)
-    cols["nonfinite"][:] = 0.0
+    nonfinite = np.zeros(len(tensors))
     for i in np.flatnonzero(~np.isfinite(rows[:, :3]).all(axis=1)).tolist():  # NaN or Inf: numpy measures
-        a = _flat(tensors[i])
-        with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
-            rows[i] = _numpy_columns(a, cols)[1:]
-        if not math.isfinite(rows[i, 0]):
-            cols["nonfinite"][i] = a.size - np.count_nonzero(np.isfinite(a))
-    for name, at in (("sumsq", 0), ("sum", 1), ("abssum", 2), ("min", 3), ("max", 4)):
-        if name in cols:
-            cols[name][:] = rows[:, at]
-    return cols
+        rows[i], nonfinite[i] = _numpy_measured(tensors[i], fields)
+    return rows, nonfinite
+
+
+def _numpy_measured(x: torch.Tensor, fields) -> tuple[list, float]:
+    """((sum of squares, sum, sum of |x|, min, max), non-finite count) of a CPU tensor whose kernel sums
+    were not finite, by numpy: exact for NaN and Inf (huge values overflowing the sums come back finite,
+    with a count of 0)."""
+    a = _flat(x)
+    with np.errstate(all="ignore"):  # huge values overflow the sums to inf: that is the signal
+        five = list(_numpy_columns(a, fields)[1:])
+    return five, 0.0 if math.isfinite(five[0]) else float(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+#: where the host kernel's rows hold each field, and where header rows do
+_KERNEL_AT = {"sumsq": 0, "sum": 1, "abssum": 2, "min": 3, "max": 4}
+_COUNT, _SAMPLES, _NONFINITE, _SATURATED = H["count"], H["samples"], H["nonfinite"], H["saturated"]
+
+
+def _host_rows_of(tensors: list, fields, copies: list | None) -> np.ndarray:
+    """[len(tensors), len(HEADER)] float64 header rows of CPU float tensors of one type: written by the
+    kernel (:class:`~nnhealth.stats.compiled.RowKernels`), or made from the columns of the others in a
+    few array operations. On a sampled step every line here runs between the training's own kernels,
+    with the interpreter's caches cold: each array operation costs several microseconds."""
+    kernels = compiled.kernels()
+    if isinstance(kernels, compiled.RowKernels):
+        return _kernel_rows(kernels, tensors, fields, copies)
+    five, nonfinite = _host_columns(tensors, fields, copies)
+    return _header_rows(five, nonfinite, np.fromiter((x.numel() for x in tensors), dtype=np.float64,
+                                                     count=len(tensors)), fields)
+
+
+#: the bit of each optional field in the kernel's mask
+_FIELD_BITS = {"sum": 1, "abssum": 2, "min": 4, "max": 8}
+
+
+def _kernel_rows(kernels, tensors: list, fields, copies: list | None) -> np.ndarray:
+    """The header rows the kernel writes, read by address; those it flags (NaN or Inf among the values,
+    or sums that overflowed) measured again by numpy."""
+    held = [_readable(x) for x in tensors]  # alive, and valid, until the call returns
+    addresses, counts = _addresses(held)
+    into = _copy_addresses(copies, held)
+    rows, bad = kernels.header_rows_at(addresses, counts, held[0].element_size(),
+                                       np.zeros(len(held), np.int64) if into is None else into,
+                                       sum(_FIELD_BITS[f] for f in set(fields) if f in _FIELD_BITS))
+    _copy_rest(copies, tensors, into)
+    if bad:
+        for i in np.flatnonzero(np.isnan(rows[:, _NONFINITE])).tolist():
+            five, nonfinite = _numpy_measured(tensors[i], fields)
+            rows[i] = _header_rows(np.array([five]), np.array([nonfinite]), counts[i:i + 1].astype(np.float64),
+                                   fields)[0]
+    return rows
+
+
+def _header_rows(five: np.ndarray, nonfinite: np.ndarray, numel: np.ndarray, fields) -> np.ndarray:
+    """Header rows from the kernel's column rows (sum of squares, sum, sum of |x|, min, max): of the
+    optional fields those in ``fields``, the others NaN."""
+    rows = np.full((len(numel), len(HEADER)), np.nan)
+    rows[:, _COUNT] = numel - nonfinite
+    rows[:, _SAMPLES] = numel
+    rows[:, _NONFINITE] = nonfinite
+    rows[:, _SATURATED] = 0.0
+    to, at = _field_places(tuple(fields))
+    rows[:, to] = five[:, at]
+    return rows
+
+
+def _field_places(fields: tuple, cache: dict = {}) -> tuple[list, list]:  # noqa: B006 (per process)
+    """(header places, kernel row places) of the sum of squares and ``fields``."""
+    got = cache.get(fields)
+    if got is None:
+        names = ("sumsq",) + tuple(f for f in fields if f != "sumsq")
+        got = cache[fields] = ([H[f] for f in names], [_KERNEL_AT[f] for f in names])
+    return got
 
 
 def _readable(x: torch.Tensor) -> torch.Tensor:
@@ -180,24 +244,35 @@ def _addresses(tensors: list) -> tuple[np.ndarray, np.ndarray]:
             np.fromiter((x.numel() for x in tensors), dtype=np.int64, count=n))
 
 
+def _copy_addresses(copies: list | None, held: list) -> np.ndarray | None:
+    """Where the kernel copies each tensor of ``held`` (int64; 0 for a buffer that is not contiguous),
+    or None without copies; a buffer of another type or size is refused."""
+    if copies is None:
+        return None
+    for c, x in zip(copies, held):
+        if c.dtype != x.dtype or c.numel() != x.numel() or not c.is_cpu:
+            raise ValueError(f"copy of {x.dtype} values ({x.numel()}) into a buffer of {c.dtype} ({c.numel()})")
+    return np.fromiter((c.data_ptr() if c.is_contiguous() else 0 for c in copies), dtype=np.int64,
+                       count=len(copies))
+
+
+def _copy_rest(copies: list | None, tensors: list, into: np.ndarray | None) -> None:
+    """Copy the tensors whose buffers the kernel could not write (not contiguous)."""
+    if into is not None and not into.all():
+        for c, x, address in zip(copies, tensors, into.tolist()):
+            if not address:
+                c.copy_(x)
+
+
 def _columns_by_address(kernels, tensors: list, copies: list | None) -> np.ndarray:
     """The kernel's rows of CPU tensors of one float type, read by address (a numpy view of each costs
     more than its numbers, for small tensors); copied into ``copies`` in the same pass, where given
     (buffers of the tensors' types and sizes; one that is not contiguous is filled afterwards)."""
     held = [_readable(x) for x in tensors]  # alive, and valid, until the call returns
     addresses, counts = _addresses(held)
-    into = None
-    if copies is not None:
-        for c, x in zip(copies, held):
-            if c.dtype != x.dtype or c.numel() != x.numel() or not c.is_cpu:
-                raise ValueError(f"copy of {x.dtype} values ({x.numel()}) into a buffer of {c.dtype} ({c.numel()})")
-        into = np.fromiter((c.data_ptr() if c.is_contiguous() else 0 for c in copies), dtype=np.int64,
-                           count=len(copies))
+    into = _copy_addresses(copies, held)
     rows = kernels.columns_at(addresses, counts, held[0].element_size(), into)
-    if into is not None and not into.all():  # not contiguous: copied here
-        for c, x, address in zip(copies, tensors, into.tolist()):
-            if not address:
-                c.copy_(x)
+    _copy_rest(copies, tensors, into)
     return rows
 
 
@@ -318,8 +393,7 @@ def _group_rows(tensors: list, fields, copies: list | None = None):
     """[len(tensors), len(HEADER)] float64 rows on the tensors' device (numpy for host memory);
     unmeasured fields are NaN. The tensors are also copied into ``copies``, when given."""
     if _on_host(tensors[0]):
-        return _host_rows(np.array([x.numel() for x in tensors], dtype=np.float64),
-                          _host_columns(tensors, fields, copies))
+        return _host_rows_of(tensors, fields, copies)
     if copies is not None:
         torch._foreach_copy_(copies, tensors)
     device = tensors[0].device
@@ -371,8 +445,18 @@ def difference_rows(before: list, after: list) -> list:
     out: list = [None] * len(before)
     host = [i for i, (b, a) in enumerate(zip(before, after))
             if _on_host(b) and a.dtype == b.dtype and _fusable(b) and _fusable(a) and a.shape == b.shape]
-    if host:
-        kernels = compiled.kernels()
+    kernels = compiled.kernels() if host else None
+    if isinstance(kernels, compiled.RowKernels) and all(after[i].dtype == after[host[0]].dtype for i in host):
+        pairs = [_readable(after[i]) for i in host], [_readable(before[i]) for i in host]
+        (a, counts), (b, _) = _addresses(pairs[0]), _addresses(pairs[1])
+        rows, bad = kernels.difference_rows_at(a, b, counts, pairs[0][0].element_size())
+        if bad:  # NaN or Inf in the difference, or a sum that overflowed: numpy counts
+            for j in np.flatnonzero(np.isnan(rows[:, _NONFINITE])).tolist():
+                rows[j, _NONFINITE] = _count_nonfinite_difference(_flat(after[host[j]]), _flat(before[host[j]]))
+                rows[j, _COUNT] = counts[j] - rows[j, _NONFINITE]
+        for i, row in zip(host, rows):
+            out[i] = row
+    elif host:
         sumsq = np.empty(len(host))
         for dtype in {after[i].dtype for i in host}:  # one kernel call per type
             at = [j for j, i in enumerate(host) if after[i].dtype == dtype]

@@ -152,14 +152,17 @@ def test_other_dtypes_and_odd_tensors(dtype):
         np.testing.assert_allclose(np.asarray(row), reference(t).v, rtol=1e-6)
 
 
-@pytest.fixture(params=["by address", "buffers", "numpy"])
+@pytest.fixture(params=["header rows", "by address", "buffers", "numpy"])
 def host_route(request, monkeypatch):
-    """How host tensors reach the kernels: by address (the compiled extension as built), through numpy
-    buffers (an extension built before the address entry points), or not at all (numpy computes)."""
+    """How host tensors reach the kernels: by address with the rows written by the kernel (the compiled
+    extension as built), by address with rows made from the kernel's columns, through numpy buffers
+    (extensions built before those entry points), or not at all (numpy computes)."""
     kernels = fused.compiled.kernels()
     if kernels is None and request.param != "numpy":
         pytest.skip("the statistics kernels are not built")
-    if request.param == "buffers":
+    if request.param == "by address":
+        monkeypatch.setattr(fused.compiled, "kernels", lambda: fused.compiled.AddressKernels(kernels._c))
+    elif request.param == "buffers":
         monkeypatch.setattr(fused.compiled, "kernels", lambda: fused.compiled.Kernels(kernels._c))
     elif request.param == "numpy":
         monkeypatch.setattr(fused.compiled, "kernels", lambda: None)
@@ -203,6 +206,24 @@ def test_every_host_route_gives_the_same_rows_and_differences(host_route):
     for x, row in zip(xs, diffs):
         finite = bool(torch.isfinite(x).all())
         assert (row[H["sumsq"]] == pytest.approx(0.25 * x.numel(), rel=1e-6)) if finite else row[H["nonfinite"]] == 1
+
+
+def test_every_host_route_gives_the_same_rows_of_values_that_overflow_or_are_not_finite(host_route):
+    """Finite values whose sums overflow are no non-finite values; NaN and Inf are counted; the fields a
+    role does not ask for stay NaN, those it asks for are there."""
+    big = torch.tensor([3e38, -3e38, 3e38, -3e38])  # float32 sums overflow
+    xs = [torch.randn(64), big, torch.tensor([1.0, float("nan"), float("-inf"), 2.0])]
+    for fields in (fused.GRADIENT, fused.PARAMETER, fused.EVERY_FIELD):
+        rows = np.stack([np.asarray(r) for r in fused.header_rows(xs, fields)])
+        assert rows[:, H["nonfinite"]].tolist() == [0, 0, 2] and rows[:, H["count"]].tolist() == [64, 4, 2]
+        assert rows[:, H["samples"]].tolist() == [64, 4, 4] and (rows[:, H["saturated"]] == 0).all()
+        for name in ("sum", "abssum", "min", "max"):
+            assert np.isnan(rows[0, H[name]]) == (name not in fields), (fields, name)
+        assert rows[0, H["sumsq"]] == pytest.approx(float((xs[0].double() ** 2).sum()), rel=1e-6)
+        assert np.isnan(rows[:, [H["zeros"], H["positive"]]]).all()
+    diffs = np.stack([np.asarray(r) for r in fused.difference_rows([x.clone() for x in xs], [x / 2 for x in xs])])
+    assert diffs[:, H["nonfinite"]].tolist() == [0, 0, 2] and diffs[:, H["count"]].tolist() == [64, 4, 2]
+    assert diffs[0, H["sumsq"]] == pytest.approx(float((xs[0].double() ** 2).sum()) / 4, rel=1e-6)
 
 
 def test_a_snapshot_buffer_of_another_type_is_refused(host_route):

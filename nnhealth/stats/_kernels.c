@@ -585,6 +585,28 @@ column_row(const void *a, Py_ssize_t n, void *copy, int width, double *row)
     row[4] = hi;
 }
 
+/* The header (summary.HEADER) of n values from their column row c (sum of squares, sum, sum of |x|, min,
+ * max): of sum, sum of |x|, min and max only those in mask (bits 1, 2, 4, 8; the others NaN: not
+ * measured), zeros and positive not measured, nonfinite 0, or NaN when the sums are not finite (the caller
+ * measures those values again: NaN or Inf among them, or sums that overflowed). Returns whether they are. */
+static int
+header_of(const double *c, int64_t n, int mask, double *row)
+{
+    int finite = isfinite(c[0]) && isfinite(c[1]) && isfinite(c[2]);
+    row[0] = (double)n;
+    row[1] = mask & 1 ? c[1] : NAN;
+    row[2] = c[0];
+    row[3] = mask & 2 ? c[2] : NAN;
+    row[4] = mask & 4 ? c[3] : NAN;
+    row[5] = mask & 8 ? c[4] : NAN;
+    row[6] = finite ? 0 : NAN;
+    row[7] = NAN;
+    row[8] = NAN;
+    row[9] = 0;
+    row[10] = (double)n;
+    return finite;
+}
+
 PyDoc_STRVAR(columns_doc,
 "columns(arrays, width, out, copies=None)\n\n"
 "For each contiguous float buffer of the sequence arrays (all of width 4: float32, or 8: float64), its\n"
@@ -699,37 +721,57 @@ count_of(Py_buffer *first, Py_buffer *other, Py_buffer *third, int width, Py_buf
     return n;
 }
 
+/* numbers per array in out: FIELDS where it holds a header row for each (n arrays), else per */
+static Py_ssize_t
+per_array(Py_buffer *addresses, Py_buffer *out, Py_ssize_t per)
+{
+    Py_ssize_t n = addresses->len / 8;
+    return n && out->len == FIELDS * n * (Py_ssize_t)sizeof(double) ? FIELDS : per;
+}
+
 PyDoc_STRVAR(columns_at_doc,
-"columns_at(addresses, counts, width, out, copies)\n\n"
+"columns_at(addresses, counts, width, out, copies, fields=15) -> None or not finite\n\n"
 "columns() for memory given by address: addresses and counts are int64 buffers (where each array\n"
 "starts, how many values of width 4 or 8 it holds), copies an int64 buffer of where each is also\n"
 "copied (0: not copied). The caller keeps every address valid, contiguous and of that type for the\n"
-"call: an array library's tensors are read without a buffer object made for each.");
+"call: an array library's tensors are read without a buffer object made for each. Where out holds\n"
+"11 numbers per array, each gets its header row (summary.HEADER) instead, with of sum, sum of |x|,\n"
+"min and max those in fields (bits 1, 2, 4, 8; the others NaN), and a NaN non-finite count where its\n"
+"sums are not finite (to be measured again); that returns how many are not.");
 
 static PyObject *
 columns_at(PyObject *self, PyObject *args)
 {
     (void)self;
     Py_buffer at, counts, out, into;
-    int width;
-    if (!PyArg_ParseTuple(args, "y*y*iw*y*", &at, &counts, &width, &out, &into)) {
+    int width, mask = 15;
+    if (!PyArg_ParseTuple(args, "y*y*iw*y*|i", &at, &counts, &width, &out, &into, &mask)) {
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t n = count_of(&at, &counts, &into, width, &out, 5, "columns_at");
+    Py_ssize_t per = per_array(&at, &out, 5), bad = 0;
+    Py_ssize_t n = count_of(&at, &counts, &into, width, &out, per, "columns_at");
     if (n < 0) {
         goto done;
     }
     const int64_t *address = (const int64_t *)at.buf, *size = (const int64_t *)counts.buf;
     const int64_t *copy = (const int64_t *)into.buf;
-    double *rows = (double *)out.buf;
+    double *rows = (double *)out.buf, c[5];
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        column_row((const void *)(intptr_t)address[i], size[i], (void *)(intptr_t)copy[i], width, rows + 5 * i);
+        double *row = per == 5 ? rows + 5 * i : c;
+        column_row((const void *)(intptr_t)address[i], size[i], (void *)(intptr_t)copy[i], width, row);
+        if (per == FIELDS) {
+            bad += !header_of(c, size[i], mask, rows + FIELDS * i);
+        }
     }
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
+    if (per == FIELDS) {
+        result = PyLong_FromSsize_t(bad);
+    } else {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
 done:
     PyBuffer_Release(&at);
     PyBuffer_Release(&counts);
@@ -739,9 +781,12 @@ done:
 }
 
 PyDoc_STRVAR(difference_at_doc,
-"difference_at(a, b, counts, width, out)\n\n"
+"difference_at(a, b, counts, width, out) -> None or not finite\n\n"
 "difference() for memory given by address: a, b and counts int64 buffers (the pairs' addresses, and\n"
-"how many values of width 4 or 8 each pair holds); the caller keeps them valid for the call.");
+"how many values of width 4 or 8 each pair holds); the caller keeps them valid for the call. Where out\n"
+"holds 11 numbers per pair, each gets the header row of its difference (count, sum of squares,\n"
+"non-finite count 0, saturated 0, samples; the rest NaN), its non-finite count NaN where the sum is not\n"
+"finite (to be counted again); that returns how many are not.");
 
 static PyObject *
 difference_at(PyObject *self, PyObject *args)
@@ -753,7 +798,8 @@ difference_at(PyObject *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t n = count_of(&first, &second, &counts, width, &out, 1, "difference_at");
+    Py_ssize_t per = per_array(&first, &out, 1), bad = 0;
+    Py_ssize_t n = count_of(&first, &second, &counts, width, &out, per, "difference_at");
     if (n < 0) {
         goto done;
     }
@@ -762,13 +808,23 @@ difference_at(PyObject *self, PyObject *args)
     double *totals = (double *)out.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        totals[i] = width == 4 ? difference_f((const float *)(intptr_t)a[i], (const float *)(intptr_t)b[i], size[i])
-                               : difference_d((const double *)(intptr_t)a[i], (const double *)(intptr_t)b[i],
-                                              size[i]);
+        double q = width == 4 ? difference_f((const float *)(intptr_t)a[i], (const float *)(intptr_t)b[i], size[i])
+                              : difference_d((const double *)(intptr_t)a[i], (const double *)(intptr_t)b[i],
+                                             size[i]);
+        if (per == 1) {
+            totals[i] = q;
+        } else {
+            double c[5] = {q, 0, 0, 0, 0}; /* the sum of squares alone */
+            bad += !header_of(c, size[i], 0, totals + FIELDS * i);
+        }
     }
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    result = Py_None;
+    if (per == FIELDS) {
+        result = PyLong_FromSsize_t(bad);
+    } else {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
 done:
     PyBuffer_Release(&first);
     PyBuffer_Release(&second);
@@ -880,5 +936,11 @@ PyInit__kernels(void)
     __builtin_cpu_init();
     packs = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* columns_at and difference_at write header rows (an extension built before them does not) */
+    if (m != NULL && PyModule_AddIntConstant(m, "HEADER_ROWS", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }
