@@ -190,15 +190,26 @@ def _host_rows_of(tensors: list, fields, copies: list | None) -> np.ndarray:
 _FIELD_BITS = {"sum": 1, "abssum": 2, "min": 4, "max": 8}
 
 
-def _kernel_rows(kernels, tensors: list, fields, copies: list | None) -> np.ndarray:
-    """The header rows the kernel writes, read by address; those it flags (NaN or Inf among the values,
-    or sums that overflowed) measured again by numpy."""
-    held = [_readable(x) for x in tensors]  # alive, and valid, until the call returns
-    addresses, counts = _addresses(held)
-    into = _copy_addresses(copies, held)
-    rows, bad = kernels.header_rows_at(addresses, counts, held[0].element_size(),
+def _field_mask(fields, cache: dict = {}) -> int:  # noqa: B006 (per process)
+    got = cache.get(fields)
+    if got is None:
+        got = cache[fields] = sum(_FIELD_BITS[f] for f in set(fields) if f in _FIELD_BITS)
+    return got
+
+
+def _kernel_rows(kernels, tensors: list, fields, copies: list | None, plain: tuple | None = None) -> np.ndarray:
+    """The header rows the kernel writes, read by address (``plain``: the tensors' width, addresses and
+    counts, from :func:`_plain_host`); those it flags (NaN or Inf among the values, or sums that
+    overflowed) measured again by numpy."""
+    if plain is None:
+        held = [_readable(x) for x in tensors]  # alive, and valid, until the call returns
+        width, (addresses, counts) = held[0].element_size(), _addresses(held)
+    else:
+        held, (width, addresses, counts) = tensors, plain
+    into = _copy_addresses(copies, held, counts)
+    rows, bad = kernels.header_rows_at(addresses, counts, width,
                                        np.zeros(len(held), np.int64) if into is None else into,
-                                       sum(_FIELD_BITS[f] for f in set(fields) if f in _FIELD_BITS))
+                                       _field_mask(fields))
     _copy_rest(copies, tensors, into)
     if bad:
         for i in np.flatnonzero(np.isnan(rows[:, _NONFINITE])).tolist():
@@ -244,11 +255,15 @@ def _addresses(tensors: list) -> tuple[np.ndarray, np.ndarray]:
             np.fromiter((x.numel() for x in tensors), dtype=np.int64, count=n))
 
 
-def _copy_addresses(copies: list | None, held: list) -> np.ndarray | None:
+def _copy_addresses(copies: list | None, held: list, counts: np.ndarray | None = None) -> np.ndarray | None:
     """Where the kernel copies each tensor of ``held`` (int64; 0 for a buffer that is not contiguous),
-    or None without copies; a buffer of another type or size is refused."""
+    or None without copies; a buffer of another type or size is refused. :class:`HostBuffers` of
+    those types and ``counts`` (the tensors' sizes) know their addresses."""
     if copies is None:
         return None
+    if (isinstance(copies, HostBuffers) and counts is not None and np.array_equal(copies.counts, counts)
+            and all(d == held[0].dtype for d in copies.dtypes) and held[0].dtype == held[-1].dtype):
+        return copies.addresses
     for c, x in zip(copies, held):
         if c.dtype != x.dtype or c.numel() != x.numel() or not c.is_cpu:
             raise ValueError(f"copy of {x.dtype} values ({x.numel()}) into a buffer of {c.dtype} ({c.numel()})")
@@ -404,6 +419,47 @@ def _group_rows(tensors: list, fields, copies: list | None = None):
     return torch.stack([c.get(name, zero if name == "saturated" else nan) for name in HEADER], dim=1)
 
 
+class HostBuffers(list):
+    """Snapshot buffers in host memory, each contiguous and of its tensor's type and size, that know
+    where they start: made once, and on every sampled step the kernel copies into them with no check
+    or address taken per buffer."""
+
+    def __init__(self, like: list):
+        super().__init__(torch.empty_like(x, memory_format=torch.contiguous_format) for x in like)
+        self.addresses = np.fromiter((b.data_ptr() for b in self), dtype=np.int64, count=len(self))
+        self.counts = np.fromiter((b.numel() for b in self), dtype=np.int64, count=len(self))
+        self.dtypes = [b.dtype for b in self]
+        self.shapes = [b.shape for b in self]
+
+    def fit(self, tensors: list) -> bool:
+        """Whether these buffers are those of ``tensors`` (same types and shapes, on the CPU)."""
+        return (len(tensors) == len(self) and [x.shape for x in tensors] == self.shapes
+                and [x.dtype for x in tensors] == self.dtypes and all(x.is_cpu for x in tensors))
+
+
+def _plain_host(tensors: list) -> tuple | None:
+    """(width, addresses, counts) of tensors the row kernel reads as they are (plain, contiguous, CPU,
+    non-empty, one float type, no lazy negation), taken in one loop; None for any other list, or
+    without the row kernel. The common case of a sampled step's gradients and parameters: every check
+    and address of a tensor here costs a few microseconds between the training's own kernels."""
+    if not tensors or not isinstance(compiled.kernels(), compiled.RowKernels):
+        return None
+    if not _on_host(tensors[0]):
+        return None
+    dtype = tensors[0].dtype
+    addresses, counts = [], []
+    for x in tensors:
+        if (type(x) not in _PLAIN or x.dtype != dtype or not x.is_cpu or x.layout != torch.strided
+                or not x.is_contiguous() or x.is_neg()):
+            return None
+        n = x.numel()
+        if not n:
+            return None
+        addresses.append(x.data_ptr())
+        counts.append(n)
+    return tensors[0].element_size(), np.array(addresses, dtype=np.int64), np.array(counts, dtype=np.int64)
+
+
 def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -> list:
     """One packed header-only summary per tensor (layout :data:`HEADER_ONLY`), on its device; with
     ``copies`` (buffers of the tensors' shapes and types), each tensor is also copied into its buffer,
@@ -418,6 +474,9 @@ def header_rows(tensors: list, fields=EVERY_FIELD, copies: list | None = None) -
     subclasses) goes through :func:`~nnhealth.stats.summarize`, which measures
     every field.
     """
+    plain = _plain_host(tensors)
+    if plain is not None:
+        return list(_kernel_rows(compiled.kernels(), tensors, fields, copies, plain))
     out: list = [None] * len(tensors)
     groups: dict = {}
     for i, x in enumerate(tensors):
@@ -442,6 +501,11 @@ def difference_rows(before: list, after: list) -> list:
     applied. ``before`` is a snapshot nnhealth owns and may be overwritten. On the CPU the difference
     is squared and summed as it is made (by the compiled kernel, or by numpy a cache-sized piece at
     a time), never written whole; its sign is irrelevant, since only its norm is measured."""
+    if isinstance(before, HostBuffers):  # the snapshot's own buffers: where they are is known
+        plain = _plain_host(after)
+        if plain is not None and np.array_equal(plain[2], before.counts) and before.dtypes[0] == after[0].dtype:
+            return list(_difference_rows_at(compiled.kernels(), plain[0], plain[1], before.addresses, plain[2],
+                                            after, before))
     out: list = [None] * len(before)
     host = [i for i, (b, a) in enumerate(zip(before, after))
             if _on_host(b) and a.dtype == b.dtype and _fusable(b) and _fusable(a) and a.shape == b.shape]
@@ -449,11 +513,7 @@ def difference_rows(before: list, after: list) -> list:
     if isinstance(kernels, compiled.RowKernels) and all(after[i].dtype == after[host[0]].dtype for i in host):
         pairs = [_readable(after[i]) for i in host], [_readable(before[i]) for i in host]
         (a, counts), (b, _) = _addresses(pairs[0]), _addresses(pairs[1])
-        rows, bad = kernels.difference_rows_at(a, b, counts, pairs[0][0].element_size())
-        if bad:  # NaN or Inf in the difference, or a sum that overflowed: numpy counts
-            for j in np.flatnonzero(np.isnan(rows[:, _NONFINITE])).tolist():
-                rows[j, _NONFINITE] = _count_nonfinite_difference(_flat(after[host[j]]), _flat(before[host[j]]))
-                rows[j, _COUNT] = counts[j] - rows[j, _NONFINITE]
+        rows = _difference_rows_at(kernels, pairs[0][0].element_size(), a, b, counts, pairs[0], pairs[1])
         for i, row in zip(host, rows):
             out[i] = row
     elif host:
@@ -485,10 +545,22 @@ def difference_rows(before: list, after: list) -> list:
     return out
 
 
+def _difference_rows_at(kernels, width: int, a: np.ndarray, b: np.ndarray, counts: np.ndarray, after: list,
+                        before: list) -> np.ndarray:
+    """Header rows of ``after - before`` (addresses ``a`` and ``b``) written by the row kernel; numpy
+    counts the NaN and Inf of those it flags (or whose sum overflowed)."""
+    rows, bad = kernels.difference_rows_at(a, b, counts, width)
+    if bad:
+        for j in np.flatnonzero(np.isnan(rows[:, _NONFINITE])).tolist():
+            rows[j, _NONFINITE] = _count_nonfinite_difference(_flat(after[j]), _flat(before[j]))
+            rows[j, _COUNT] = counts[j] - rows[j, _NONFINITE]
+    return rows
+
+
 def _flat(x: torch.Tensor) -> np.ndarray:
     """A CPU tensor's values as a flat numpy array in row-major order: a view, unless the tensor is not
     contiguous (then a contiguous copy), and the values a lazily negated view stands for."""
-    return np.ascontiguousarray(x.resolve_neg().numpy()).reshape(-1)  # (reshape keeps a 1-D stride)
+    return np.ascontiguousarray(x.detach().resolve_neg().numpy()).reshape(-1)  # (reshape keeps a 1-D stride)
 
 
 def _numpy_difference(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from ._torch_fused import GRADIENT, PARAMETER, difference_rows, header_rows, masked, scaled
+from ._torch_fused import GRADIENT, PARAMETER, HostBuffers, difference_rows, header_rows, masked, scaled
 from ._torch_switch import OffBetweenSampledSteps
 
 #: names listed in one log line before "+N more"
@@ -129,7 +129,9 @@ class GradientWatch:
         scale = getattr(optimizer, "grad_scale", None)
         skipped = getattr(optimizer, "found_inf", None)
         skipped = skipped if isinstance(skipped, torch.Tensor) else None
-        values = [p.detach() for p in params]
+        # host buffers of the snapshot (CPU parameters), or None; the host kernels read tensors as they are
+        before = self._host_buffers(params) if self.updates else None
+        values = params if before is not None else [p.detach() for p in params]
         if self.gradients:
             grad_rows = header_rows([p.grad for p in params], GRADIENT)
             if isinstance(scale, torch.Tensor):  # a fused optimizer unscales inside its own kernel
@@ -139,7 +141,6 @@ class GradientWatch:
             for name, row in zip(names, grad_rows):
                 self.ctx.add("gradient", name, row)
         if self.updates:
-            before = self._host_buffers(values)
             base = header_rows(values, PARAMETER, copies=before)  # the snapshot taken by the same pass
             for name, row in zip(names, base):
                 if ("parameter", name) not in mon._pending:  # the watch-time summary has units
@@ -154,12 +155,13 @@ class GradientWatch:
         page by page, the same buffers every sampled step (filled by the pass that measures the
         parameters); None on accelerators, which take a fresh copy (their caching allocators make it
         cheap, and it is freed after the step)."""
-        if values[0].device.type != "cpu":
+        if not values[0].is_cpu:
             return None
         buffers = self._buffers
-        if len(buffers) != len(values) or any(b.shape != v.shape or b.dtype != v.dtype or b.device != v.device
-                                              for b, v in zip(buffers, values)):
-            buffers = self._buffers = [torch.empty_like(v, memory_format=torch.contiguous_format) for v in values]
+        if not (isinstance(buffers, HostBuffers) and buffers.fit(values)):
+            if not all(v.is_cpu for v in values):  # parameters on several devices
+                return None
+            buffers = self._buffers = HostBuffers(values)
         return buffers
 
     def _after(self, optimizer, args, kwargs):
@@ -167,7 +169,8 @@ class GradientWatch:
         if snapshot is None:
             return None
         params, names, before, base, skipped = snapshot
-        rows = difference_rows(before, [p.detach() for p in params])  # ||after - before||
+        after = params if isinstance(before, HostBuffers) else [p.detach() for p in params]
+        rows = difference_rows(before, after)  # ||after - before||
         del before
         if skipped is not None:
             rows = masked(rows, skipped)

@@ -283,9 +283,9 @@ def test_unsampled_steps_compute_nothing(monkeypatch):
 
     monkeypatch.setattr(compute, "summarize_host", counting("summary", compute.summarize_host))
     monkeypatch.setattr(compute, "_summarize_on_device", counting("summary", compute._summarize_on_device))
-    monkeypatch.setattr(fused, "_group_rows", counting("rows", fused._group_rows))
     monkeypatch.setattr(fused, "difference_rows", counting("update", fused.difference_rows))
     import nnhealth.hooks._torch_optim as optim_hooks
+    monkeypatch.setattr(optim_hooks, "header_rows", counting("rows", fused.header_rows))
     monkeypatch.setattr(optim_hooks, "difference_rows", counting("update", fused.difference_rows))
     model, opt = _mlp()
     mon = Monitor(every=4, console=False).watch(model, opt)
