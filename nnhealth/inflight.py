@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .stats.backend import start_fetch
+from .stats.backend import Ready, start_fetch
 
 #: the most unsampled steps whose losses wait, on the device here or on the host (Monitor._defer):
 #: with a sparse ``every`` (statistics every 1000 steps) a NaN loss is still found within a few steps,
@@ -64,6 +64,8 @@ class InFlight:
         self.held: list[Outgoing] = []
         #: (step, sampled, numbers, transfers, generation); transfers: [(keys, scalars, transfer)]
         self.queue: deque = deque()
+        #: queued steps with a copy from a device (the others' numbers are in host memory already)
+        self.copying = 0
         self._generation = 0
 
     def __bool__(self) -> bool:
@@ -101,6 +103,7 @@ class InFlight:
                 stop = start + len(keys) + len(scalars)
                 transfers[i].append((keys, scalars, _Part(transfer, start, stop, cache)))
         for out, parts in zip(steps, transfers):
+            self.copying += any(not isinstance(part.transfer, Ready) for *_, part in parts)
             self.queue.append((out.step, out.sampled, out.numbers, parts, self._generation))
 
     def arrived(self, wait: bool):
@@ -112,4 +115,5 @@ class InFlight:
             if not wait and generation == newest and not all(t.ready() for *_, t in transfers):
                 return
             self.queue.popleft()
+            self.copying -= any(not isinstance(part.transfer, Ready) for *_, part in transfers)
             yield step, sampled, numbers, transfers

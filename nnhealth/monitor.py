@@ -25,7 +25,7 @@ from .derived import derive_step
 from .engine import Engine
 from .finding import Finding, TrainingHealthWarning
 from .history import History
-from .inflight import InFlight, Outgoing
+from .inflight import MAX_HELD, InFlight, Outgoing
 from .rules import RULES
 from .sinks import ConsoleSink, FindingsFile, StepRecord, summary_table
 from .sinks.console import install_default_handler
@@ -132,6 +132,11 @@ class Sampling:
             listener(on)
 
 
+#: where sampled steps come at most this many steps apart, host steps are processed in batches (see
+#: Monitor._arrived); sparser, a batch would hold unsampled steps back for little
+HOST_BATCH_EVERY = 4
+
+
 class Monitor:
     """Watches one training run. See DESIGN.md for the API.
 
@@ -185,6 +190,9 @@ class Monitor:
         self._pending: dict[tuple[str, str], list] = {}
         #: steps whose device values are on their way to the host (or held back on the device)
         self._flight = InFlight(every)
+        #: steps whose numbers are all in host memory wait for this many to be processed together (0:
+        #: each at once); see _arrived
+        self._host_batch = MAX_HELD if every <= HOST_BATCH_EVERY else 0
         self._snapshots: dict[str, tuple[int, Any]] = {}
         self._said: set[str] = set()
         self._broken: set[tuple] = set()
@@ -485,14 +493,50 @@ class Monitor:
                 flight.send()
         else:
             flight.send(out)  # one transfer per array library: the held steps' scalars and this step's
-        return settled + self._arrived(wait=False)
+        return settled + self._arrived(wait=False, hold=not self._urgent(numbers_now))
 
-    def _arrived(self, wait: bool) -> list[Finding]:
-        """Process the steps whose copies are done (all of them when ``wait``), oldest first."""
+    def _arrived(self, wait: bool, hold: bool = False) -> list[Finding]:
+        """Process the steps whose copies are done (all of them when ``wait``), oldest first.
+
+        With ``hold``, where sampled steps are dense (``every`` up to :data:`HOST_BATCH_EVERY`) and every
+        queued step's numbers are in host memory, they wait until :data:`~.inflight.MAX_HELD` are queued,
+        then are processed one after the other: one step at a time, between the training's own kernels,
+        the history and the rules run with the interpreter's caches cold, and cost a third more than in a
+        batch. Their findings are the same, judged up to that many steps later (as those of a device's
+        steps are, whose copies arrive later)."""
+        flight = self._flight
+        if hold and not wait and self._host_batch and not flight.copying and len(flight.queue) < self._host_batch:
+            return []
         new = []
-        for entry in self._flight.arrived(wait=wait):
+        for entry in flight.arrived(wait=wait):
             new.extend(self._process(*entry))
         return new
+
+    def _urgent(self, values: dict) -> bool:
+        """Whether host numbers must be judged at once, not held (see _defer, _arrived): a value that is
+        not finite (loss-nan), a loss above the first one (loss-exploding's reference), or the first loss."""
+        first = self._first_loss
+        if first is None:
+            return True
+        for name, value in values.items():
+            if not math.isfinite(value) or (name == "loss" and value > first):
+                return True
+        return False
+
+    def _release(self) -> None:
+        """Process the host steps held for a batch (see _arrived) and the deferred losses: what the
+        history and the findings show includes every step stepped (fail-open, like :meth:`step`)."""
+        self._settle()
+        if not (self._host_batch and self._flight.queue and not self._flight.copying):
+            return
+        try:
+            self._arrived(wait=True)
+        except TrainingHealthWarning:
+            raise
+        except Exception as e:
+            if self.strict:
+                raise
+            self._failed(("step",), e)
 
     def _unsampled(self, step: int, values: dict) -> list[Finding]:
         """A step with host numbers alone and nothing in flight. Every unsampled step takes this path,
@@ -522,12 +566,8 @@ class Monitor:
         and :data:`~.inflight.MAX_HELD`), in one batch,
         while the interpreter's caches are warm (one step at a time, between the training's own
         kernels, each costs several times more)."""
-        first = self._first_loss
-        if first is None or len(self._deferred) >= self._flight.limit:  # min(every, MAX_HELD), as held ones
+        if len(self._deferred) >= self._flight.limit or self._urgent(values):  # limit: min(every, MAX_HELD)
             return False
-        for name, value in values.items():
-            if not math.isfinite(value) or (name == "loss" and value > first):
-                return False
         self._deferred.append((step, values))
         return True
 
@@ -550,14 +590,15 @@ class Monitor:
 
     @property
     def history(self) -> History:
-        """Everything recorded so far (deferred losses included: reading it ingests them)."""
-        self._settle()
+        """Everything recorded so far (deferred losses and held host steps included: reading it
+        processes them)."""
+        self._release()
         return self._history
 
     @property
     def findings(self) -> list[Finding]:
-        """Every finding so far, in order (deferred losses are judged first)."""
-        self._settle()
+        """Every finding so far, in order (deferred losses and held host steps are judged first)."""
+        self._release()
         return self._findings
 
     def _process(self, step, sampled, values, transfers) -> list[Finding]:

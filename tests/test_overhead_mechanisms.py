@@ -537,6 +537,66 @@ def test_healthy_losses_of_unsampled_steps_are_judged_with_the_next_sampled_step
     mon.close()
 
 
+
+# -- dense sampling on the host: steps are judged in batches, urgent values at once ------------------
+
+
+def _tiny_init_run(batched: bool, steps: int, loss_at=None):
+    """every=1 on the CPU, a net whose tiny init really makes its gradients vanish; ``loss_at``:
+    {step: loss handed to step() instead of the real one}."""
+    model, opt = _mlp()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(0.01)
+    mon = Monitor(every=1, console=False).watch(model, opt)
+    if not batched:
+        mon._host_batch = 0
+    judged = _judged_steps(mon)
+    per_step = []
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 12, generator=g), torch.randint(0, 3, (32,), generator=g)
+    for step in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        mon.step(step, loss=(loss_at or {}).get(step, loss))
+        per_step.append((list(judged), mon.should_stop))
+    return mon, per_step
+
+
+def test_dense_host_steps_are_judged_in_batches_with_the_same_findings():
+    """Judged one step at a time, between the training's own kernels, the history and the rules cost a
+    third more: every=1 on the CPU, steps wait until MAX_HELD are queued, then are judged one after the
+    other under their own step numbers. History and findings are those of judging each at once."""
+    steps = 2 * MAX_HELD + 3
+    mon, per_step = _tiny_init_run(True, steps)
+    at_once, _ = _tiny_init_run(False, steps)
+    judged = [j for j, _ in per_step]
+    assert judged[0] == [0]  # the first loss at once (the reference)
+    assert judged[MAX_HELD - 1] == [0] and judged[MAX_HELD] == list(range(MAX_HELD + 1))
+    assert judged[2 * MAX_HELD] == list(range(2 * MAX_HELD + 1)) and judged[-1] == judged[2 * MAX_HELD]
+    assert mon.history.series(None, "loss").arrays()[0].tolist() == list(range(steps))  # reading releases
+    found = [(f.symptom, f.step, f.where, f.message) for f in mon.findings]
+    assert found == [(f.symptom, f.step, f.where, f.message) for f in at_once.findings]
+    assert {"vanishing-gradients", "dead-relu"} <= {s for s, *_ in found}
+    for name in ("0.weight", "2.weight"):
+        a, b = mon.history.summaries("gradient", name), at_once.history.summaries("gradient", name)
+        assert [s for s, _ in a] == [s for s, _ in b] and all(np.array_equal(x.v, y.v, equal_nan=True)
+                                                     for (_, x), (_, y) in zip(a, b))
+    mon.close()
+    at_once.close()
+
+
+def test_a_non_finite_loss_is_judged_at_once_between_batches():
+    mon, per_step = _tiny_init_run(True, 8, loss_at={5: torch.tensor(float("nan"))})
+    judged, stop = zip(*per_step)
+    assert judged[4] == [0] and not stop[4]      # steps 1-4 wait...
+    assert judged[5] == list(range(6)) and stop[5]  # ...and the NaN loss is judged with them, at once
+    assert mon._findings[-1].symptom == "loss-nan" and mon._findings[-1].step == 5
+    mon.close()
+
 def test_with_a_sparse_every_losses_wait_at_most_a_few_steps():
     """every=1000 (layer statistics now and then) must not leave the loss rules 1000 steps behind, nor
     keep 1000 steps in memory: deferred losses are judged at most MAX_HELD steps late."""
