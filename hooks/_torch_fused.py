@@ -503,7 +503,8 @@ def difference_rows(before: list, after: list) -> list:
     a time), never written whole; its sign is irrelevant, since only its norm is measured."""
     if isinstance(before, HostBuffers):  # the snapshot's own buffers: where they are is known
         plain = _plain_host(after)
-        if plain is not None and np.array_equal(plain[2], before.counts) and before.dtypes[0] == after[0].dtype:
+        if (plain is not None and np.array_equal(plain[2], before.counts)
+                and all(d == after[0].dtype for d in before.dtypes)):
             return list(_difference_rows_at(compiled.kernels(), plain[0], plain[1], before.addresses, plain[2],
                                             after, before))
     out: list = [None] * len(before)
