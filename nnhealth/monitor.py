@@ -527,10 +527,14 @@ class Monitor:
         """Process the host steps held for a batch (see _arrived) and the deferred losses: what the
         history and the findings show includes every step stepped (fail-open, like :meth:`step`)."""
         self._settle()
-        if not (self._host_batch and self._flight.queue and not self._flight.copying):
-            return
+        if self._host_batch and self._flight.queue and not self._flight.copying:
+            self._fail_open(lambda: self._arrived(wait=True))
+
+    def _fail_open(self, work) -> None:
+        """Run ``work()`` as :meth:`step` runs a step: the user's warnings-as-errors go up, any other error
+        is reported (raised under ``strict``) and the training goes on."""
         try:
-            self._arrived(wait=True)
+            work()
         except TrainingHealthWarning:
             raise
         except Exception as e:
@@ -577,15 +581,12 @@ class Monitor:
             return []
         deferred, self._deferred = self._deferred, []
         new = []
-        try:
+
+        def ingest_all():
             for step, values in deferred:
                 new.extend(self.ingest(step, values, {}, sampled=False))
-        except TrainingHealthWarning:
-            raise
-        except Exception as e:
-            if self.strict:
-                raise
-            self._failed(("step",), e)
+
+        self._fail_open(ingest_all)
         return new
 
     @property

@@ -260,7 +260,9 @@ def _mlp():
     return model, torch.optim.SGD(model.parameters(), lr=0.05)
 
 
-def _train(model, opt, mon, steps, every_step=lambda step: None):
+def _train(model, opt, mon, steps, every_step=lambda step: None, loss_at=None):
+    """``steps`` training steps closed by ``mon.step``; ``loss_at``: {step: loss handed to step() instead
+    of the real one}."""
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 12, generator=g), torch.randint(0, 3, (32,), generator=g)
     for step in range(steps):
@@ -268,7 +270,7 @@ def _train(model, opt, mon, steps, every_step=lambda step: None):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        mon.step(step, loss=loss)
+        mon.step(step, loss=(loss_at or {}).get(step, loss))
         every_step(step)
 
 
@@ -542,8 +544,8 @@ def test_healthy_losses_of_unsampled_steps_are_judged_with_the_next_sampled_step
 
 
 def _tiny_init_run(batched: bool, steps: int, loss_at=None):
-    """every=1 on the CPU, a net whose tiny init really makes its gradients vanish; ``loss_at``:
-    {step: loss handed to step() instead of the real one}."""
+    """every=1 on the CPU, a net whose tiny init really makes its gradients vanish; ``loss_at`` as
+    :func:`_train`'s."""
     model, opt = _mlp()
     with torch.no_grad():
         for m in model:
@@ -554,15 +556,7 @@ def _tiny_init_run(batched: bool, steps: int, loss_at=None):
         mon._host_batch = 0
     judged = _judged_steps(mon)
     per_step = []
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(32, 12, generator=g), torch.randint(0, 3, (32,), generator=g)
-    for step in range(steps):
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        mon.step(step, loss=(loss_at or {}).get(step, loss))
-        per_step.append((list(judged), mon.should_stop))
+    _train(model, opt, mon, steps, lambda step: per_step.append((list(judged), mon.should_stop)), loss_at)
     return mon, per_step
 
 
