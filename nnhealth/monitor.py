@@ -410,7 +410,13 @@ class Monitor:
 
     # -- stepping ------------------------------------------------------------
     def step(self, step: int, loss=None, **metrics) -> list[Finding]:
-        """Close the step: record loss and metrics, run the rules; returns the findings new now."""
+        """Close the step: record loss and metrics, run the rules; returns the findings new now.
+
+        Those may be of earlier steps, judged now under their own step numbers: a device's steps
+        once their copies arrive, unsampled losses with the next step that does work, and dense host
+        steps (``every`` up to 4) 16 at a time; a non-finite or rising loss is judged at once.
+        Reading ``findings`` or ``history`` judges the host steps that wait; :meth:`flush` and
+        :meth:`close` judge every step."""
         if self._closed:
             return []
         try:
