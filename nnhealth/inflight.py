@@ -62,10 +62,12 @@ class InFlight:
     def __init__(self, limit: int):
         self.limit = min(limit, MAX_HELD)
         self.held: list[Outgoing] = []
-        #: (step, sampled, numbers, transfers, generation); transfers: [(keys, scalars, transfer)]
+        #: (step, sampled, numbers, transfers, generation, host bytes); transfers: [(keys, scalars, transfer)]
         self.queue: deque = deque()
         #: queued steps with a copy from a device (the others' numbers are in host memory already)
         self.copying = 0
+        #: bytes of the vectors the queued host steps hold
+        self.host_bytes = 0
         self._generation = 0
 
     def __bool__(self) -> bool:
@@ -103,17 +105,21 @@ class InFlight:
                 stop = start + len(keys) + len(scalars)
                 transfers[i].append((keys, scalars, _Part(transfer, start, stop, cache)))
         for out, parts in zip(steps, transfers):
-            self.copying += any(not isinstance(part.transfer, Ready) for *_, part in parts)
-            self.queue.append((out.step, out.sampled, out.numbers, parts, self._generation))
+            copying = any(not isinstance(part.transfer, Ready) for *_, part in parts)
+            size = 0 if copying else sum(getattr(vec, "nbytes", 0) for *_, vec in out.items)
+            self.copying += copying
+            self.host_bytes += size
+            self.queue.append((out.step, out.sampled, out.numbers, parts, self._generation, size))
 
     def arrived(self, wait: bool):
         """Sent steps to process now, oldest first: all of them when ``wait``; else those of transfers
         older than the newest (sent at least a step ago: done), and the newest's once its copy is done."""
         newest = self.queue[-1][4] if self.queue else None
         while self.queue:
-            step, sampled, numbers, transfers, generation = self.queue[0]
+            step, sampled, numbers, transfers, generation, size = self.queue[0]
             if not wait and generation == newest and not all(t.ready() for *_, t in transfers):
                 return
             self.queue.popleft()
             self.copying -= any(not isinstance(part.transfer, Ready) for *_, part in transfers)
+            self.host_bytes -= size
             yield step, sampled, numbers, transfers

@@ -135,6 +135,8 @@ class Sampling:
 #: where sampled steps come at most this many steps apart, host steps are processed in batches (see
 #: Monitor._arrived); sparser, a batch would hold unsampled steps back for little
 HOST_BATCH_EVERY = 4
+#: and while the vectors they hold stay under this many bytes (a large model's steps: smaller batches)
+HOST_BATCH_BYTES = 16 << 20
 
 
 class Monitor:
@@ -505,13 +507,15 @@ class Monitor:
         """Process the steps whose copies are done (all of them when ``wait``), oldest first.
 
         With ``hold``, where sampled steps are dense (``every`` up to :data:`HOST_BATCH_EVERY`) and every
-        queued step's numbers are in host memory, they wait until :data:`~.inflight.MAX_HELD` are queued,
-        then are processed one after the other: one step at a time, between the training's own kernels,
-        the history and the rules run with the interpreter's caches cold, and cost a third more than in a
-        batch. Their findings are the same, judged up to that many steps later (as those of a device's
-        steps are, whose copies arrive later)."""
+        queued step's numbers are in host memory, they wait until :data:`~.inflight.MAX_HELD` are queued
+        (or their vectors reach :data:`HOST_BATCH_BYTES`), then are processed one after the other: one
+        step at a time, between the training's own kernels, the history and the rules run with the
+        interpreter's caches cold, and cost a third more than in a batch. Their findings are the same,
+        judged up to that many steps later (as those of a device's steps are, whose copies arrive
+        later)."""
         flight = self._flight
-        if hold and not wait and self._host_batch and not flight.copying and len(flight.queue) < self._host_batch:
+        if (hold and not wait and self._host_batch and not flight.copying and len(flight.queue) < self._host_batch
+                and flight.host_bytes < HOST_BATCH_BYTES):
             return []
         new = []
         for entry in flight.arrived(wait=wait):

@@ -583,6 +583,23 @@ def test_dense_host_steps_are_judged_in_batches_with_the_same_findings():
     at_once.close()
 
 
+def test_a_batch_of_dense_host_steps_stops_at_a_memory_bound(monkeypatch):
+    """A large model's steps hold megabytes of vectors each: the steps of a batch hold at most
+    HOST_BATCH_BYTES, not MAX_HELD steps' worth."""
+    import nnhealth.monitor as monitor_module
+
+    probe, _ = _tiny_init_run(True, 2)  # step 0 judged at once, step 1 held
+    one_step = probe._flight.host_bytes
+    assert one_step > 0
+    probe.close()
+    monkeypatch.setattr(monitor_module, "HOST_BATCH_BYTES", 3 * one_step)
+    mon, per_step = _tiny_init_run(True, 8)
+    judged = [j for j, _ in per_step]
+    assert judged[2] == [0] and judged[3] == [0, 1, 2, 3]  # three steps held, judged with the fourth
+    assert judged[6] == list(range(7))
+    mon.close()
+
+
 def test_a_non_finite_loss_is_judged_at_once_between_batches():
     mon, per_step = _tiny_init_run(True, 8, loss_at={5: torch.tensor(float("nan"))})
     judged, stop = zip(*per_step)
