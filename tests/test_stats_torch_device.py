@@ -115,14 +115,17 @@ class _Kernels(TorchDispatchMode):
 @pytest.mark.parametrize("shape, kind", [((128, 512), "relu"), ((64, 32, 16, 16), "relu"), ((128, 512), "tanh")])
 def test_an_activation_costs_about_thirty_kernels(shape, kind):
     """About half of what the generic path launches: on a GPU each costs the CPU a launch (a cat or stack
-    of mixed types counted as one copy per input, as CUDA makes them)."""
+    of mixed types counted as one copy per input, as CUDA makes them). Non-finite values are replaced by
+    ``nan_to_num`` (``where`` with a number makes a scalar tensor first) and counts are summed in float64
+    (no conversion after): 27 for a ReLU, 31 for a tanh (its saturation test)."""
     x = torch.randn(shape)
     few_kernels(x, kind)  # constants made once
     with _Kernels() as fast:
         few_kernels(x, kind)
     with _Kernels() as generic:
         _summarize_on_device(OPS, x, get_kind(kind), True, True, False, None)
-    assert sum(fast.names.values()) <= 33, fast.names
+    assert sum(fast.names.values()) <= (31 if kind == "tanh" else 27), fast.names
+    assert "where" not in fast.names and "scalar_tensor" not in fast.names
     assert sum(generic.names.values()) >= sum(fast.names.values()) + 25
 
 

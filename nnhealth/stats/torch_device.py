@@ -100,11 +100,12 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
     if size == 0:
         return None
     finite = (a - a) == 0  # two kernels (torch.isfinite takes four): x - x is NaN just for NaN and Inf
-    z = torch.where(finite, a, 0.0)
+    z = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)  # one kernel, no scalar tensor made
     masks = [finite, a == 0, z > 0]
     if kind.saturated is not None:
         masks.append(kind.saturated(ops, z) & finite)
     stacked = torch.stack(masks)
+    f64 = torch.float64
     n_units, samples, per_unit = 0, size, None
     if (units or moments) and ndim >= 1:
         axis = (default_axis(ndim) if unit_axis is None else unit_axis) if ndim > 1 else -1
@@ -112,19 +113,20 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
         n_units = a.shape[axis]
         samples = math.prod(a.shape[:axis] + a.shape[axis + 1:])
         others = [d + 1 for d in range(ndim) if d != axis]  # of a stack: dim 0 is the stacked one
-        per_unit = stacked.sum(dim=others) if others else stacked.to(torch.int64)  # (masks, units)
+        # counted in float64 (exact up to 2**53): the vector's type, with no conversion of its own
+        per_unit = stacked.sum(dim=others, dtype=f64) if others else stacked.to(f64)  # (masks, units)
         counts = per_unit.sum(dim=1)
     else:
-        counts = stacked.reshape(len(masks), -1).sum(dim=1)
+        counts = stacked.reshape(len(masks), -1).sum(dim=1, dtype=f64)
     squares = z * z
-    high = torch.where(finite, a, -math.inf)
-    low = torch.where(finite, a, math.inf)  # also the histogram's input: non-finite values past the end
-    f64 = torch.float64  # sums accumulate in float64, as the C kernel's do: a saturated layer's
-    # variance (mean near 1, small spread) is far below float32's rounding of its sum of squares
-    sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64)])
-    rest = torch.stack([torch.linalg.vector_norm(z, 1), low.amin(), high.amax()])  # the data's type
+    high = torch.nan_to_num(a, nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
+    low = torch.nan_to_num(a, nan=math.inf, posinf=math.inf, neginf=math.inf)  # also the histogram's input:
+    # non-finite values past the end; sums accumulate in float64, as the C kernel's do: a saturated
+    # layer's variance (mean near 1, small spread) is far below float32's rounding of its sum of squares
+    sums = torch.stack([z.sum(dtype=f64), squares.sum(dtype=f64), torch.linalg.vector_norm(z, 1, dtype=f64)])
+    extremes = torch.stack([low.amin(), high.amax()])  # the data's type
     # one type per stack: CUDA concatenates tensors of mixed types one at a time, a copy each
-    pre = torch.cat([counts.to(f64), sums, rest.to(f64)])
+    pre = torch.cat([counts, sums, extremes.to(f64)])
     index, scale, units = device_constant(("header", device, len(masks) == 4),
                                           lambda: _header_map(torch, device, len(masks) == 4))
     parts = [torch.addcmul(_offset(units, device, size, samples), pre[index], scale)]
@@ -142,9 +144,8 @@ def summarize_tensor(torch, ops, x, kind: Kind, hist: bool, units: bool, moments
             slots.index_add_(0, bucket, one.expand(size))
         parts.append(slots[:NUM_BUCKETS].to(torch.float64))
     if per_unit is not None:
-        as_float = per_unit.to(torch.float64)
-        parts.append(as_float[2])
-        parts.append(as_float[3] if len(masks) == 4 else
+        parts.append(per_unit[2])
+        parts.append(per_unit[3] if len(masks) == 4 else
                      device_constant(("zeros", device, n_units),
                                      lambda: torch.zeros(n_units, dtype=torch.float64, device=device)))
         if moments:
