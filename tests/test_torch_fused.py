@@ -276,6 +276,20 @@ def test_vectors_of_mixed_types_are_joined_by_type_and_come_back_in_order():
     assert all(len(types) == 1 for _, types in seen.calls) and len(seen.calls) == 4  # three types, then one
 
 
+def test_a_transfer_in_order_comes_back_whole_in_memory_of_its_own():
+    """A step's usual transfer (its float64 summaries, then a float32 loss) is already in order: it is
+    copied whole, not vector by vector, and not left in the buffer the device copied into (on a GPU a
+    pinned one, which goes back to its pool)."""
+    from nnhealth.stats.backend import _TorchTransfer
+
+    vectors = [torch.arange(3, dtype=torch.float64), torch.tensor([4.0, 5.0], dtype=torch.float64), torch.tensor(0.25)]
+    transfer = _TorchTransfer(torch, vectors)
+    got = transfer.result()
+    assert [g.tolist() for g in got] == [[0.0, 1.0, 2.0], [4.0, 5.0], [0.25]]
+    ((order, buffer, _),) = transfer.parts
+    assert order == [0, 1, 2] and not any(np.shares_memory(g, np.asarray(buffer)) for g in got)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the non-blocking copy path needs a CUDA device")
 def test_cuda_vectors_take_the_non_blocking_path():
     ops = TorchOps(torch, torch.device("cuda"))

@@ -201,7 +201,8 @@ class TorchOps:
 
     def fetch(self, vectors):
         """Host copies of ``vectors``: one device-to-host copy per device they live on."""
-        return _split(_to_host(self.t, vectors), vectors)
+        sizes = _sizes(vectors)
+        return _split(_to_host(self.t, vectors, sizes), sizes)
 
 
 NUMPY = NumpyOps()
@@ -240,11 +241,16 @@ class Ready:
         return self.values
 
 
-def _split(host, vectors):
-    """Cut one host array back into the pieces ``vectors`` were, in order."""
+def _sizes(vectors) -> list[int]:
+    """How many values each of ``vectors`` holds (asked once per transfer: on a GPU host each call costs
+    microseconds, and a step's transfer has dozens of vectors)."""
+    return [int(v.numel()) for v in vectors]
+
+
+def _split(host, sizes):
+    """Cut one host array back into pieces of ``sizes`` values, in order."""
     out, start = [], 0
-    for v in vectors:
-        n = int(v.numel())
+    for n in sizes:
         out.append(host[start:start + n])
         start += n
     return out
@@ -258,9 +264,14 @@ def _by_device(vectors):
     return groups
 
 
-def _gather(vectors, parts):
-    """One float64 host array of all ``vectors`` from ``parts``: (positions, host array of those)."""
-    starts = np.cumsum([0] + [int(v.numel()) for v in vectors])
+def _gather(sizes, parts):
+    """One float64 host array of all vectors (of ``sizes`` values each) from ``parts``: (positions, host
+    array of those). A single part holding them in order (one device, and the vectors of one type, or the
+    scalars of another after them: a step's usual transfer) is copied whole, not vector by vector (into
+    memory of its own: pinned buffers go back to their pool)."""
+    if len(parts) == 1 and parts[0][0] == list(range(len(sizes))):
+        return np.array(parts[0][1], dtype=np.float64)
+    starts = np.cumsum([0] + list(sizes))
     host = np.empty(int(starts[-1]), dtype=np.float64)
     for idx, flat in parts:
         at = 0
@@ -271,13 +282,14 @@ def _gather(vectors, parts):
     return host
 
 
-def _to_host(t, vectors):
-    """Blocking copy of all ``vectors`` into one float64 numpy array (one copy per device)."""
+def _to_host(t, vectors, sizes):
+    """Blocking copy of all ``vectors`` (of ``sizes`` values each) into one float64 numpy array (one copy
+    per device)."""
     parts = []
     for idx in _by_device(vectors).values():
         order, flat = _float64_flat(t, vectors, idx)
         parts.append((order, flat.to("cpu").numpy()))
-    return _gather(vectors, parts)
+    return _gather(sizes, parts)
 
 
 def _float64_flat(t, vectors, idx):
@@ -305,7 +317,7 @@ class _TorchTransfer:
 
     def __init__(self, torch_module, vectors):
         t = self.t = torch_module
-        self.vectors = vectors
+        self.sizes = _sizes(vectors)
         self.parts = []  # (positions, pinned host tensor or host array, event or None)
         for device, idx in _by_device(vectors).items():
             idx, flat = _float64_flat(t, vectors, idx)
@@ -330,7 +342,7 @@ class _TorchTransfer:
                 event.synchronize()
                 host = host.numpy()
             parts.append((idx, host))
-        return _split(_gather(self.vectors, parts), self.vectors)
+        return _split(_gather(self.sizes, parts), self.sizes)
 
 
 def start_fetch(ops, vectors):
