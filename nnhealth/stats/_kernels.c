@@ -729,6 +729,16 @@ per_array(Py_buffer *addresses, Py_buffer *out, Py_ssize_t per)
     return n && out->len == FIELDS * n * (Py_ssize_t)sizeof(double) ? FIELDS : per;
 }
 
+/* what columns_at and difference_at return: with header rows (per == FIELDS), how many were not finite */
+static PyObject *
+rows_written(Py_ssize_t per, Py_ssize_t bad)
+{
+    if (per == FIELDS) {
+        return PyLong_FromSsize_t(bad);
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(columns_at_doc,
 "columns_at(addresses, counts, width, out, copies, fields=15) -> None or not finite\n\n"
 "columns() for memory given by address: addresses and counts are int64 buffers (where each array\n"
@@ -766,12 +776,7 @@ columns_at(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    if (per == FIELDS) {
-        result = PyLong_FromSsize_t(bad);
-    } else {
-        Py_INCREF(Py_None);
-        result = Py_None;
-    }
+    result = rows_written(per, bad);
 done:
     PyBuffer_Release(&at);
     PyBuffer_Release(&counts);
@@ -819,12 +824,7 @@ difference_at(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    if (per == FIELDS) {
-        result = PyLong_FromSsize_t(bad);
-    } else {
-        Py_INCREF(Py_None);
-        result = Py_None;
-    }
+    result = rows_written(per, bad);
 done:
     PyBuffer_Release(&first);
     PyBuffer_Release(&second);
