@@ -8,13 +8,16 @@ or (where there is one) on a CUDA device:
   every=1, and the defaults without files, with ``Monitor.step``'s share;
 - on CUDA, the launches and copies of ten steps (``torch.profiler``) and the
   aten operations an every=1 step makes most often;
-- with ``--cprofile``, the functions a sampled step spends its time in.
+- with ``--cprofile``, the functions a sampled step spends its time in;
+- with ``--parts``, on the CPU, where the extra time of ten steps goes: the forward and optimizer
+  hooks (the C kernels they call counted apart from their Python), ``Monitor.step``, and the CPU of
+  the TensorBoard writer thread, each as a share of the plain step measured in the same rounds.
 
 Host time is taken between steps without synchronising (a small model's GPU
 step is the CPU launching kernels; the device keeps up), so it is what the
 training thread pays.
 
-    python benchmarks/step_profile.py [--workload mlp|cnn|small|blocks] [--rounds 8] [--cprofile]
+    python benchmarks/step_profile.py [--workload mlp|cnn|small|blocks] [--rounds 8] [--cprofile] [--parts]
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ import torch  # noqa: E402
 
 from benchmarks.overhead_workloads import WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
+from nnhealth.hooks._torch_forward import Capture, ForwardWatch  # noqa: E402
+from nnhealth.hooks._torch_optim import GradientWatch  # noqa: E402
+from nnhealth.stats import compiled  # noqa: E402
 
 #: what ``torch.profiler`` calls a launch or a copy on CUDA
 CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaMemcpyAsync", "cudaMemsetAsync",
@@ -140,13 +146,151 @@ def functions(run, device, steps: int = 200) -> None:
     print(out.getvalue())
 
 
+#: steps per round of ``--parts``: whole batches of dense steps (16, see Monitor._arrived) and whole
+#: sampling periods of the defaults, so no step's work is left to the flush between rounds
+PART_STEPS = 80
+
+
+class Parts:
+    """Time spent in each part of a watched step, by wrapping the functions that make it up: the hooks
+    (with the compiled kernels they call counted apart, as ``kernels``) and ``Monitor.step``, on the
+    training thread (``perf_counter``; nothing else runs there meanwhile)."""
+
+    HOOKS = [(ForwardWatch, "_begin", "forward hooks"), (ForwardWatch, "_end", "forward hooks"),
+             (Capture, "add", "forward hooks"), (GradientWatch, "_before", "optimizer hooks"),
+             (GradientWatch, "_after", "optimizer hooks"), (Monitor, "step", "Monitor.step")]
+
+    def __init__(self):
+        self.seconds: dict = collections.defaultdict(float)
+        self._current = None
+        self._undo = []
+        for owner, name, label in self.HOOKS:
+            self._wrap(owner, name, label)
+        kernels = compiled.kernels()
+        if kernels is not None:
+            self._undo.append((kernels, "_c", kernels._c))
+            kernels._c = _Timed(kernels._c, self)
+
+    def _wrap(self, owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        parts = self
+
+        def timed(*args, **kwargs):
+            if parts._current is not None:  # called from inside another part: counted there
+                return original(*args, **kwargs)
+            parts._current = label
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                parts.seconds[label] += time.perf_counter() - start
+                parts._current = None
+
+        self._undo.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def close(self) -> None:
+        for owner, name, original in reversed(self._undo):
+            setattr(owner, name, original)
+
+
+class _Timed:
+    """The compiled kernels' module, each call timed into the part that made it."""
+
+    def __init__(self, module, parts: Parts):
+        self._module, self._parts = module, parts
+
+    def __getattr__(self, name):
+        fn, parts = getattr(self._module, name), self._parts
+
+        def timed(*args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                parts.seconds[(parts._current, "kernels")] += time.perf_counter() - start
+
+        return timed
+
+
+def _writer_threads(run) -> list:
+    """The TensorBoard writer threads of a run's monitor (their CPU clocks are read from outside)."""
+    mon = run.extra.get("monitor")
+    return [sink._queue._thread for sink in getattr(mon, "_sinks", []) if hasattr(sink, "_queue")]
+
+
+def parts_of_steps(workload: str, rounds: int, steps_per_round: int = PART_STEPS) -> tuple[dict, dict]:
+    """(training-thread CPU seconds per variant, {variant: {part: seconds}}) over ``rounds`` blocks of
+    ``steps_per_round`` steps each (a multiple of 10, starting on a sampled step), variants interleaved;
+    parts are as :class:`Parts` names them, ``(part, "kernels")`` and ``"TensorBoard writer thread"``.
+    CPU only: on a device the parts' host time says little of a step's."""
+    timer = Parts()  # before the runs: the hooks are registered as the functions they are then
+    try:
+        runs = {v: make_run(workload, v, torch.device("cpu"), tempfile.mkdtemp(prefix="step-parts-"))
+                for v in ("plain", "nnhealth (defaults)", "nnhealth every=1")}
+        for run in runs.values():
+            for _ in range(60):
+                run.step()
+            run.flush()
+        cpu = {v: 0.0 for v in runs}
+        parts = {v: collections.defaultdict(float) for v in runs}
+        for _ in range(rounds):
+            for v, run in runs.items():
+                while run.steps % 10:
+                    run.step()
+                run.flush()
+                clocks = [time.pthread_getcpuclockid(t.ident) for t in _writer_threads(run) if t.is_alive()]
+                writer = sum(time.clock_gettime(c) for c in clocks)
+                timer.seconds.clear()
+                start = time.thread_time()
+                for _ in range(steps_per_round):
+                    run.step()
+                cpu[v] += time.thread_time() - start
+                run.flush()
+                for key, seconds in timer.seconds.items():
+                    parts[v][key] += seconds
+                parts[v]["TensorBoard writer thread"] += sum(time.clock_gettime(c) for c in clocks) - writer
+    finally:
+        timer.close()
+    for run in runs.values():
+        run.close()
+    return cpu, parts
+
+
+def print_parts(cpu: dict, parts: dict, rounds: int, steps_per_round: int = PART_STEPS) -> None:
+    """Each part's time per step as a share of the plain step measured in the same rounds (2.0% is 1.02x)."""
+    steps = rounds * steps_per_round
+    plain = cpu["plain"] / steps
+
+    def share(seconds: float) -> str:  # per step, as a share of the plain step: 2.0% is 1.02x
+        return f"{100 * seconds / steps / plain:5.1f}%"
+
+    print(f"where the extra time of a step goes, as a share of the plain step ({plain * 1e3:.2f} ms of CPU), "
+          f"over {rounds} rounds of {steps_per_round} steps (at the defaults one in ten is sampled)")
+    for v in ("nnhealth (defaults)", "nnhealth every=1"):
+        print(f"  {v}: the training thread {share(cpu[v] - cpu['plain'])}")
+        named = 0.0
+        for label in ("forward hooks", "optimizer hooks", "Monitor.step"):
+            total, kernels = parts[v][label], parts[v][(label, "kernels")]
+            named += total
+            print(f"    {label:26s} {share(total)}   C kernels {share(kernels)}, Python and the rest "
+                  f"{share(total - kernels)}")
+        print(f"    {'elsewhere on that thread':26s} {share(cpu[v] - cpu['plain'] - named)}   PyTorch calling the "
+              "hooks, weights the passes evicted, noise")
+        print(f"    {'TensorBoard writer thread':26s} {share(parts[v]['TensorBoard writer thread'])}   its own "
+              "thread's CPU")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--cprofile", action="store_true", help="also the functions of every=1 steps")
+    parser.add_argument("--parts", action="store_true", help="only where the time of ten steps goes, on the CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.parts:
+        return print_parts(*parts_of_steps(args.workload, args.rounds), args.rounds)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"{WORKLOADS[args.workload].name} on {device}")
     runs = runs_of(args.workload, device)

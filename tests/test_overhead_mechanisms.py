@@ -650,3 +650,34 @@ def test_an_unsampled_loss_is_read_as_on_a_sampled_step(loss):
     want = mon.history.values(None, "val_loss").tolist()
     assert mon.history.values(None, "loss").tolist() == want * 3
     mon.close()
+
+
+def test_the_step_profile_sees_every_part_of_a_watched_step(capsys):
+    """``step_profile.py --parts`` (README's accounting of where a step's time goes) wraps nnhealth's own
+    functions: each part must really be measured (a renamed hook would read as costing nothing), the
+    C kernels inside the parts that call them, and the wrappers must be gone afterwards."""
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])  # benchmarks/ lives at the repository root
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import step_profile
+    from nnhealth.hooks._torch_forward import ForwardWatch
+
+    begin, step = ForwardWatch._begin, Monitor.step
+    cpu, parts = step_profile.parts_of_steps("small", rounds=1)
+    assert ForwardWatch._begin is begin and Monitor.step is step
+    assert not parts["plain"] or set(parts["plain"]) == {"TensorBoard writer thread"}
+    kernels = step_profile.compiled.kernels() is not None
+    for variant in ("nnhealth (defaults)", "nnhealth every=1"):
+        got = parts[variant]
+        for part in ("forward hooks", "optimizer hooks", "Monitor.step"):
+            assert got[part] > 0, (variant, part)
+        for part in ("forward hooks", "optimizer hooks"):
+            assert (got[(part, "kernels")] > 0) == kernels and got[(part, "kernels")] < got[part]
+        assert got[("Monitor.step", "kernels")] == 0
+        assert cpu[variant] > cpu["plain"]
+    assert parts["nnhealth every=1"]["TensorBoard writer thread"] > 0
+    step_profile.print_parts(cpu, parts, rounds=1)
+    assert "Monitor.step" in capsys.readouterr().out
