@@ -13,13 +13,18 @@ and 1000 watched layers, and resident memory after 10k and 200k steps with
 100 layers.
 
 PyTorch runs on one thread (``torch.set_num_threads(1)``): stable numbers on
-a shared machine, and the ratio a single-core budget sees. Where a CUDA device
+a shared machine, and the ratio a single-core budget sees. glibc's allocator
+is pinned for the timing (:func:`~overhead_timing.pin_allocator`): left to
+itself it faults a CNN's activations in afresh on many steps, by amounts that
+differ between variants by more than watching costs; ``--native-malloc``
+leaves it be. Each table says how many page faults a step took. Where a CUDA device
 exists the workloads also run there (wall time between synchronisations).
 
     python benchmarks/overhead.py                 # everything (about 10 minutes on 2 CPU cores)
     python benchmarks/overhead.py --quick         # fewer rounds and steps, a first look
     python benchmarks/overhead.py --only engine   # one part: timing, compiled, memory, engine, long-run
     python benchmarks/overhead.py --json out.json # the numbers as JSON too
+    python benchmarks/overhead.py --native-malloc # glibc's allocator as it comes (noisier on the CNN)
 
 Exit status: 0 when every target holds, 1 when one does not.
 """
@@ -40,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.overhead_engine import engine_ms_per_step, long_run_memory  # noqa: E402
-from benchmarks.overhead_timing import interleaved, median_ratio, peak_memory  # noqa: E402
+from benchmarks.overhead_timing import interleaved, median_ratio, peak_memory, pin_allocator  # noqa: E402
 from benchmarks.overhead_workloads import (COMPILED, COMPILED_WORKLOADS, CONTROL, EAGER,  # noqa: E402
                                            EAGER_WORKLOADS, WORKLOADS)
 
@@ -85,6 +90,8 @@ def timing_section(devices, args, root, compiled: bool = False) -> dict:
                 t = times[v]
                 rows[v] = {"ms_per_step": 1e3 * float(np.median(getattr(t, clocks[0]))),
                            **{f"ratio_{c}": median_ratio(t, plain, c) for c in clocks}}
+                if None not in t.faults:
+                    rows[v]["faults_per_step"] = float(np.median(t.faults))
             results[key] = {"workload": WORKLOADS[workload].name + (", compiled" if compiled else ""),
                             "device": device, "clock": clocks[0], "rows": rows}
     return results
@@ -162,6 +169,10 @@ def render(results: dict) -> tuple[str, bool]:
             ms = f"{row['ms_per_step']:.2f}" if "ms_per_step" in row else "-"
             goal = f"<= {target:.2f}x {verdict}" if target and ratio is not None else ""
             lines.append(f"  {variant:<30} {ms:>8} {cpu:>14} {wall:>15} {peak_text:>14} {held_text:>14}  {goal}")
+        faults = {v: row["faults_per_step"] for v, row in section["rows"].items() if "faults_per_step" in row}
+        if faults:
+            lines.append(f"  page faults per step ({results.get('allocator', 'glibc as it comes')}): "
+                         + ", ".join(f"{v} {n:.1f}" for v, n in faults.items()))
         control = section["rows"].get(CONTROL, {}).get(f"ratio_{clock}")
         if control is not None:
             lines.append(f"  {CONTROL}: the plain loop again; {control:.3f}x is this run's noise floor "
@@ -206,6 +217,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                         help="where the workloads run (all: the CPU, and CUDA when there is a device)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--native-malloc", action="store_true",
+                        help="time with glibc's allocator as it comes, not pinned (see the module doc)")
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds, args.block, args.warmup = (3, 20, 10) if quick else (7, 40, 20)
@@ -222,7 +235,10 @@ def main(argv=None) -> int:
     if not devices:
         _say("no CUDA device: nothing to time on it")
     parts = set(args.only or ["timing", "compiled", "memory", "engine", "long-run"])
-    results: dict = {"machine": machine(), "command": "python benchmarks/overhead.py" + (" --quick" if quick else "")}
+    results: dict = {"machine": machine(), "command": "python benchmarks/overhead.py" + (" --quick" if quick else "")
+                     + (" --native-malloc" if args.native_malloc else "")}
+    if not args.native_malloc and pin_allocator():
+        results["allocator"] = "glibc's thresholds pinned"
     with tempfile.TemporaryDirectory(prefix="nnhealth-overhead-") as root:
         if "timing" in parts:
             results["timing"] = timing_section(devices, args, root)

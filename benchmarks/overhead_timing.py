@@ -11,12 +11,23 @@ nnhealth's writer thread is counted too; on a busy shared machine it does not
 count the time other processes held the core), and wall time. On a CUDA device
 only wall time means anything, measured between synchronisations.
 
+Page faults: glibc's allocator maps a large block (above its mmap threshold)
+fresh from the kernel and unmaps it when freed, and moves that threshold and
+trims its heap as blocks come and go. A CNN's step then spends milliseconds
+faulting its activations in again (4.5-10.5 ms of its 57 ms on the machine of
+README's table), by an amount that depends on the order of every allocation
+in the process and so differs from variant to variant by more than what
+watching costs. :func:`pin_allocator` fixes both thresholds for the timing, so
+every variant runs from a heap that stays mapped; the minor page faults of
+each block are counted, and shown, either way.
+
 Memory: each variant runs alone in a fresh process, and its peak resident set
 is compared with that of the plain loop (on a GPU: peak allocated device
 memory). The difference is what watching costs in memory.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import statistics
@@ -36,6 +47,34 @@ class Timing:
 
     cpu: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
+    #: minor page faults of the process per step (None where the platform does not count them)
+    faults: list = field(default_factory=list)
+
+
+#: glibc's mallopt parameters, and what the timing sets them to: blocks up to 32 MiB (the largest
+#: threshold glibc takes) come from the heap, and the heap is not trimmed below 1 GiB of free memory
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+PINNED_MMAP_THRESHOLD, PINNED_TRIM_THRESHOLD = 32 << 20, 1 << 30
+
+
+def pin_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds for this process (see the module doc); False where the C
+    library has no ``mallopt`` (not glibc) or refuses the values."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, PINNED_MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD,
+                                                                                   PINNED_TRIM_THRESHOLD))
+
+
+def _minor_faults() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _sync(device: torch.device) -> None:
@@ -43,17 +82,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_block(run, steps: int, device: torch.device) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) per step over ``steps`` steps of ``run``, including the time its
-    writer threads take to finish what the steps queued (their CPU time is the process's too: without
-    the flush it would be counted in whichever block runs next)."""
+def time_block(run, steps: int, device: torch.device) -> tuple[float, float, float | None]:
+    """(CPU seconds, wall seconds, minor page faults) per step over ``steps`` steps of ``run``, including
+    the time its writer threads take to finish what the steps queued (their CPU time is the process's
+    too: without the flush it would be counted in whichever block runs next)."""
     _sync(device)
+    faults0 = _minor_faults()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
         run.step()
     run.flush()
     _sync(device)
-    return (time.process_time() - cpu0) / steps, (time.perf_counter() - wall0) / steps
+    cpu, wall = (time.process_time() - cpu0) / steps, (time.perf_counter() - wall0) / steps
+    faults = _minor_faults()
+    return cpu, wall, None if faults is None else (faults - faults0) / steps
 
 
 def interleaved(workload: str, variants: list[str], device: torch.device, *, rounds: int, block: int,
@@ -70,9 +112,10 @@ def interleaved(workload: str, variants: list[str], device: torch.device, *, rou
         for r in range(rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for v in order:
-                cpu, wall = time_block(runs[v], block, device)
+                cpu, wall, faults = time_block(runs[v], block, device)
                 out[v].cpu.append(cpu)
                 out[v].wall.append(wall)
+                out[v].faults.append(faults)
             if progress:
                 progress(r + 1, rounds)
         return out

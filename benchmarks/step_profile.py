@@ -15,7 +15,9 @@ or (where there is one) on a CUDA device:
 
 Host time is taken between steps without synchronising (a small model's GPU
 step is the CPU launching kernels; the device keeps up), so it is what the
-training thread pays.
+training thread pays. glibc's allocator is pinned as for the overhead
+benchmark (``overhead_timing.pin_allocator``), so no step pays page faults the
+others do not.
 
     python benchmarks/step_profile.py [--workload mlp|cnn|small|blocks] [--rounds 8] [--cprofile] [--parts]
 """
@@ -36,11 +38,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-
-from benchmarks.overhead_workloads import WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
-from nnhealth import Monitor  # noqa: E402
 from nnhealth.hooks._torch_forward import Capture, ForwardWatch  # noqa: E402
 from nnhealth.hooks._torch_optim import GradientWatch  # noqa: E402
+
+from benchmarks.overhead_timing import pin_allocator  # noqa: E402
+from benchmarks.overhead_workloads import WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
+from nnhealth import Monitor  # noqa: E402
 from nnhealth.stats import compiled  # noqa: E402
 
 #: what ``torch.profiler`` calls a launch or a copy on CUDA
@@ -289,6 +292,8 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", action="store_true", help="only where the time of ten steps goes, on the CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if not pin_allocator():
+        print("(glibc's allocator could not be pinned: page faults may move the numbers)")
     if args.parts:
         return print_parts(*parts_of_steps(args.workload, args.rounds), args.rounds)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,7 +15,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -475,9 +478,8 @@ def test_the_history_is_bounded_however_long_the_run():
 
 
 def test_tensorboard_scalars_of_unsampled_steps_are_batched_and_all_written(tmp_path, monkeypatch):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from nnhealth.dashboards import background
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     puts = []
     real_put = background.BackgroundWriter.put
@@ -656,14 +658,12 @@ def test_the_step_profile_sees_every_part_of_a_watched_step(capsys):
     """``step_profile.py --parts`` (README's accounting of where a step's time goes) wraps nnhealth's own
     functions: each part must really be measured (a renamed hook would read as costing nothing), the
     C kernels inside the parts that call them, and the wrappers must be gone afterwards."""
-    import sys
-    from pathlib import Path
-
     root = str(Path(__file__).resolve().parents[1])  # benchmarks/ lives at the repository root
     if root not in sys.path:
         sys.path.insert(0, root)
-    from benchmarks import step_profile
     from nnhealth.hooks._torch_forward import ForwardWatch
+
+    from benchmarks import step_profile
 
     begin, step = ForwardWatch._begin, Monitor.step
     cpu, parts = step_profile.parts_of_steps("small", rounds=1)
@@ -681,3 +681,40 @@ def test_the_step_profile_sees_every_part_of_a_watched_step(capsys):
     assert parts["nnhealth every=1"]["TensorBoard writer thread"] > 0
     step_profile.print_parts(cpu, parts, rounds=1)
     assert "Monitor.step" in capsys.readouterr().out
+
+
+_ALLOCATING_CHILD = """
+import ctypes, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.overhead_timing import _minor_faults, pin_allocator
+pinned = pin_allocator() if sys.argv[2] == "pin" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+before = _minor_faults()
+for mib in range(9, 17):  # each block larger than any freed before, as a growing batch's activations
+    block = libc.malloc(mib << 20)
+    ctypes.memset(block, 1, mib << 20)
+    libc.free(block)
+print(pinned, _minor_faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_timing_allocator_keeps_large_blocks_in_the_heap():
+    """The overhead benchmark pins glibc's thresholds (``overhead_timing.pin_allocator``): a block larger
+    than any freed before then comes from the heap, whose pages stay mapped, where glibc by itself maps
+    it afresh from the kernel and faults every page in again (what made the CNN's timing noisy)."""
+    root = str(Path(__file__).resolve().parents[1])
+
+    def faults(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", _ALLOCATING_CHILD, root, mode], capture_output=True, text=True,
+                             check=True)
+        pinned, count = out.stdout.split()
+        return pinned, int(count)
+
+    pinned, with_pin = faults("pin")
+    if pinned != "True":
+        pytest.skip("not glibc: mallopt refused")
+    _, native = faults("native")
+    pages = sum(range(9, 17)) << 8  # 4 KiB pages of all the blocks
+    assert native > pages // 2 and with_pin < pages // 4
