@@ -17,7 +17,9 @@ a shared machine, and the ratio a single-core budget sees. glibc's allocator
 is pinned for the timing (:func:`~overhead_timing.pin_allocator`): left to
 itself it faults a CNN's activations in afresh on many steps, by amounts that
 differ between variants by more than watching costs; ``--native-malloc``
-leaves it be. Each table says how many page faults a step took. Where a CUDA device
+leaves it be. Each table says how many page faults a step took. The eager
+workloads' runs are built afresh every round (where a CNN's tensors lie moves
+its step by a percent or two); the compiled ones once (a build compiles). Where a CUDA device
 exists the workloads also run there (wall time between synchronisations).
 
     python benchmarks/overhead.py                 # everything (about 10 minutes on 2 CPU cores)
@@ -81,7 +83,7 @@ def timing_section(devices, args, root, compiled: bool = False) -> dict:
             key = f"{workload}/{device}" + ("/compiled" if compiled else "")
             _say(f"timing {key}: {args.rounds} rounds x {len(variants)} variants x {args.block} steps")
             times = interleaved(workload, variants, torch.device(device), rounds=args.rounds, block=args.block,
-                                warmup=args.warmup, root=root,
+                                warmup=args.warmup, root=root, rebuild=not compiled,
                                 progress=lambda r, n: _say(f"  round {r}/{n}"))
             plain = times[variants[0]]
             clocks = ["wall"] if device.startswith("cuda") else ["cpu", "wall"]
