@@ -22,7 +22,7 @@ workloads' runs are built afresh every round (where a CNN's tensors lie moves
 its step by a percent or two); the compiled ones once (a build compiles). Where a CUDA device
 exists the workloads also run there (wall time between synchronisations).
 
-    python benchmarks/overhead.py                 # everything (about 10 minutes on 2 CPU cores)
+    python benchmarks/overhead.py                 # everything (about 15 minutes on 2 CPU cores)
     python benchmarks/overhead.py --quick         # fewer rounds and steps, a first look
     python benchmarks/overhead.py --only engine   # one part: timing, compiled, memory, engine, long-run
     python benchmarks/overhead.py --json out.json # the numbers as JSON too
