@@ -19,8 +19,9 @@ itself it faults a CNN's activations in afresh on many steps, by amounts that
 differ between variants by more than watching costs; ``--native-malloc``
 leaves it be. Each table says how many page faults a step took. The eager
 workloads' runs are built afresh every round (where a CNN's tensors lie moves
-its step by a percent or two); the compiled ones once (a build compiles). Where a CUDA device
-exists the workloads also run there (wall time between synchronisations).
+its step by a percent or two); the compiled ones once (a build compiles).
+Where a CUDA device exists the workloads also run there (wall time between
+synchronisations).
 
     python benchmarks/overhead.py                 # everything (about 15 minutes on 2 CPU cores)
     python benchmarks/overhead.py --quick         # fewer rounds and steps, a first look

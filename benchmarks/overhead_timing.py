@@ -4,8 +4,9 @@ Timing: every variant's run lives in the same process; a *round* runs a
 block of steps of each variant in turn (the order rotates from round to
 round), so a burst of load from a neighbour on a shared machine hits all
 variants alike; the eager workloads' runs are built afresh every round, so
-that where their tensors lie in memory changes too. Each block's time per step is compared with the ``plain``
-block of the same round; the reported ratio is the median over rounds.
+that where their tensors lie in memory changes too. Each block's time per
+step is compared with the ``plain`` block of the same round; the reported
+ratio is the median over rounds.
 
 Two clocks are kept: the process's CPU time (all its threads, so the work of
 nnhealth's writer thread is counted too; on a busy shared machine it does not

@@ -38,12 +38,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from nnhealth.hooks._torch_forward import Capture, ForwardWatch  # noqa: E402
-from nnhealth.hooks._torch_optim import GradientWatch  # noqa: E402
 
 from benchmarks.overhead_timing import pin_allocator  # noqa: E402
 from benchmarks.overhead_workloads import WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
+from nnhealth.hooks._torch_forward import Capture, ForwardWatch  # noqa: E402
+from nnhealth.hooks._torch_optim import GradientWatch  # noqa: E402
 from nnhealth.stats import compiled  # noqa: E402
 
 #: what ``torch.profiler`` calls a launch or a copy on CUDA
@@ -228,9 +228,10 @@ def parts_of_steps(workload: str, rounds: int, steps_per_round: int = PART_STEPS
     parts are as :class:`Parts` names them, ``(part, "kernels")`` and ``"TensorBoard writer thread"``.
     CPU only: on a device the parts' host time says little of a step's."""
     timer = Parts()  # before the runs: the hooks are registered as the functions they are then
+    runs: dict = {}
     try:
-        runs = {v: make_run(workload, v, torch.device("cpu"), tempfile.mkdtemp(prefix="step-parts-"))
-                for v in ("plain", "nnhealth (defaults)", "nnhealth every=1")}
+        for v in ("plain", "nnhealth (defaults)", "nnhealth every=1"):
+            runs[v] = make_run(workload, v, torch.device("cpu"), tempfile.mkdtemp(prefix="step-parts-"))
         for run in runs.values():
             for _ in range(60):
                 run.step()
@@ -255,8 +256,8 @@ def parts_of_steps(workload: str, rounds: int, steps_per_round: int = PART_STEPS
                 parts[v]["TensorBoard writer thread"] += sum(time.clock_gettime(c) for c in clocks) - writer
     finally:
         timer.close()
-    for run in runs.values():
-        run.close()
+        for run in runs.values():
+            run.close()
     return cpu, parts
 
 
