@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -666,7 +667,12 @@ def test_the_step_profile_sees_every_part_of_a_watched_step(capsys):
     from benchmarks import step_profile
 
     begin, step = ForwardWatch._begin, Monitor.step
-    cpu, parts = step_profile.parts_of_steps("small", rounds=1)
+    logger = logging.getLogger("nnhealth")
+    level = logger.level  # the benchmark's runs quieten nnhealth's logger (for the process): restored
+    try:
+        cpu, parts = step_profile.parts_of_steps("small", rounds=1)
+    finally:
+        logger.setLevel(level)
     assert ForwardWatch._begin is begin and Monitor.step is step
     assert not parts["plain"] or set(parts["plain"]) == {"TensorBoard writer thread"}
     kernels = step_profile.compiled.kernels() is not None
