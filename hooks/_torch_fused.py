@@ -261,8 +261,8 @@ def _copy_addresses(copies: list | None, held: list, counts: np.ndarray | None =
     those types and ``counts`` (the tensors' sizes) know their addresses."""
     if copies is None:
         return None
-    if (isinstance(copies, HostBuffers) and counts is not None and np.array_equal(copies.counts, counts)
-            and all(d == held[0].dtype for d in copies.dtypes) and held[0].dtype == held[-1].dtype):
+    if (isinstance(copies, HostBuffers) and counts is not None and held[0].dtype == held[-1].dtype
+            and copies.hold(counts, held[0].dtype)):
         return copies.addresses
     for c, x in zip(copies, held):
         if c.dtype != x.dtype or c.numel() != x.numel() or not c.is_cpu:
@@ -430,11 +430,18 @@ class HostBuffers(list):
         self.counts = np.fromiter((b.numel() for b in self), dtype=np.int64, count=len(self))
         self.dtypes = [b.dtype for b in self]
         self.shapes = [b.shape for b in self]
+        #: the buffers' one type (None when they have several)
+        self.dtype = self.dtypes[0] if self.dtypes and all(d == self.dtypes[0] for d in self.dtypes) else None
 
     def fit(self, tensors: list) -> bool:
         """Whether these buffers are those of ``tensors`` (same types and shapes, on the CPU)."""
         return (len(tensors) == len(self) and [x.shape for x in tensors] == self.shapes
                 and [x.dtype for x in tensors] == self.dtypes and all(x.is_cpu for x in tensors))
+
+    def hold(self, counts: np.ndarray, dtype) -> bool:
+        """Whether these buffers, all of ``dtype``, have the sizes ``counts``: the kernel may read and write
+        them by their known addresses for tensors of that type and those sizes."""
+        return self.dtype == dtype and np.array_equal(self.counts, counts)
 
 
 def _plain_host(tensors: list) -> tuple | None:
@@ -503,8 +510,7 @@ def difference_rows(before: list, after: list) -> list:
     a time), never written whole; its sign is irrelevant, since only its norm is measured."""
     if isinstance(before, HostBuffers):  # the snapshot's own buffers: where they are is known
         plain = _plain_host(after)
-        if (plain is not None and np.array_equal(plain[2], before.counts)
-                and all(d == after[0].dtype for d in before.dtypes)):
+        if plain is not None and before.hold(plain[2], after[0].dtype):
             return list(_difference_rows_at(compiled.kernels(), plain[0], plain[1], before.addresses, plain[2],
                                             after, before))
     out: list = [None] * len(before)
