@@ -11,7 +11,11 @@ or (where there is one) on a CUDA device:
 - with ``--cprofile``, the functions a sampled step spends its time in;
 - with ``--parts``, on the CPU, where the extra time of ten steps goes: the forward and optimizer
   hooks (the C kernels they call counted apart from their Python), ``Monitor.step``, and the CPU of
-  the TensorBoard writer thread, each as a share of the plain step measured in the same rounds.
+  the TensorBoard writer thread, each as a share of the plain step measured in the same rounds;
+- with ``--floor``, on the CPU, what watching would cost if its host side were free: the defaults and
+  every=1 with their statistics computed and copied to the host but not recorded, judged or written
+  (:data:`FLOORS`), next to the real ones, timed as the overhead benchmark times (interleaved rounds,
+  runs rebuilt every round, process CPU time).
 
 Host time is taken between steps without synchronising (a small model's GPU
 step is the CPU launching kernels; the device keeps up), so it is what the
@@ -19,7 +23,7 @@ training thread pays. glibc's allocator is pinned as for the overhead
 benchmark (``overhead_timing.pin_allocator``), so no step pays page faults the
 others do not.
 
-    python benchmarks/step_profile.py [--workload mlp|cnn|small|blocks] [--rounds 8] [--cprofile] [--parts]
+    python benchmarks/step_profile.py [--workload mlp|cnn|small|blocks] [--rounds 8] [--cprofile] [--parts] [--floor]
 """
 from __future__ import annotations
 
@@ -39,8 +43,9 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks.overhead_timing import pin_allocator  # noqa: E402
-from benchmarks.overhead_workloads import WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
+from benchmarks import overhead_workloads  # noqa: E402
+from benchmarks.overhead_timing import interleaved, median_ratio, pin_allocator  # noqa: E402
+from benchmarks.overhead_workloads import CONTROL, WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
 from nnhealth.hooks._torch_forward import Capture, ForwardWatch  # noqa: E402
 from nnhealth.hooks._torch_optim import GradientWatch  # noqa: E402
@@ -285,18 +290,69 @@ def print_parts(cpu: dict, parts: dict, rounds: int, steps_per_round: int = PART
               "thread's CPU")
 
 
+def _unrecorded(every: int):
+    """A variant whose monitor computes its statistics and copies them to the host, where ``ingest``
+    (recording, the rules, the files) is replaced by a count of the sampled steps that reached it."""
+    def make(workload, device, logdir):
+        run = _nnhealth(_base(workload, device, f"every={every}, not recorded"), None, every=every)
+        mon, arrived = run.extra["monitor"], run.extra.setdefault("arrived", [])
+        mon.ingest = lambda step, values, summaries, **_: arrived.extend([step] if summaries else []) or []
+        return run
+    return make
+
+
+#: the floors of ``--floor``: variant -> how to set it up, as :data:`overhead_workloads.VARIANTS` has them
+FLOORS = {
+    "nnhealth, never sampled": lambda w, d, logdir: _nnhealth(_base(w, d, "nnhealth, never sampled"), None,
+                                                              every=10 ** 9),
+    "defaults, not recorded": _unrecorded(10),
+    "every=1, not recorded": _unrecorded(1),
+}
+#: what ``--floor`` times, in this order, against ``plain``
+FLOOR_TABLE = ["plain", CONTROL, "nnhealth, never sampled", "defaults, not recorded", "nnhealth (defaults)",
+               "every=1, not recorded", "nnhealth every=1"]
+
+
+def floors(workload: str, rounds: int, block: int = 40) -> dict:
+    """{variant: median ratio of CPU time to the plain loop's} for :data:`FLOOR_TABLE`, timed as the
+    overhead benchmark times its eager table (the floors are registered as variants while it runs)."""
+    overhead_workloads.VARIANTS.update(FLOORS)
+    try:
+        times = interleaved(workload, FLOOR_TABLE, torch.device("cpu"), rounds=rounds, block=block, warmup=20,
+                            root=tempfile.mkdtemp(prefix="step-floor-"), rebuild=True)
+    finally:
+        for v in FLOORS:
+            overhead_workloads.VARIANTS.pop(v, None)
+    return {v: median_ratio(times[v], times["plain"], "cpu") for v in FLOOR_TABLE}
+
+
+def print_floors(ratios: dict, workload: str, rounds: int) -> None:
+    print(f"{WORKLOADS[workload].name}: process CPU time per step against the plain loop, median of {rounds} "
+          "rounds")
+    notes = {CONTROL: "the noise floor",
+             "nnhealth, never sampled": "what every step pays: the loss, the unsampled-step path",
+             "defaults, not recorded": "statistics computed and copied, then dropped: the hooks and kernels",
+             "every=1, not recorded": "the same at every=1"}
+    for v, ratio in ratios.items():
+        print(f"  {v:26s} {ratio:6.3f}x  {notes.get(v, '')}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="mlp")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--cprofile", action="store_true", help="also the functions of every=1 steps")
     parser.add_argument("--parts", action="store_true", help="only where the time of ten steps goes, on the CPU")
+    parser.add_argument("--floor", action="store_true",
+                        help="only what watching costs on the CPU with and without recording, judging and files")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if not pin_allocator():
         print("(glibc's allocator could not be pinned: page faults may move the numbers)")
     if args.parts:
         return print_parts(*parts_of_steps(args.workload, args.rounds), args.rounds)
+    if args.floor:
+        return print_floors(floors(args.workload, args.rounds), args.workload, args.rounds)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"{WORKLOADS[args.workload].name} on {device}")
     runs = runs_of(args.workload, device)

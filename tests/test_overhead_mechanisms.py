@@ -689,6 +689,41 @@ def test_the_step_profile_sees_every_part_of_a_watched_step(capsys):
     assert "Monitor.step" in capsys.readouterr().out
 
 
+
+def test_the_floor_variants_compute_and_copy_every_sampled_step_but_record_nothing(capsys):
+    """``step_profile.py --floor`` reads what watching would cost if recording, judging and writing
+    were free: its "not recorded" runs must still compute each sampled step's statistics and bring
+    them to the host (else the floor would be too low), keep nothing, and leave the benchmark's
+    variants as they were."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import overhead_workloads, step_profile
+
+    logger = logging.getLogger("nnhealth")
+    level = logger.level
+    try:
+        for every in (1, 10):
+            run = step_profile.FLOORS[f"every={every}, not recorded" if every == 1 else "defaults, not recorded"](
+                overhead_workloads.WORKLOADS["small"], torch.device("cpu"), None)
+            for _ in range(40):
+                run.step()
+            run.flush()
+            mon = run.extra["monitor"]
+            assert run.extra["arrived"] == list(range(0, 40, every))
+            assert mon.history.to_dataframe().empty and not mon.findings
+            run.close()
+        variants = dict(overhead_workloads.VARIANTS)
+        ratios = step_profile.floors("small", rounds=1, block=10)
+    finally:
+        logger.setLevel(level)
+    assert overhead_workloads.VARIANTS == variants
+    assert list(ratios) == step_profile.FLOOR_TABLE and ratios["plain"] == 1.0
+    assert all(r > 0 for r in ratios.values())
+    step_profile.print_floors(ratios, "small", rounds=1)
+    assert "not recorded" in capsys.readouterr().out
+
+
 _ALLOCATING_CHILD = """
 import ctypes, sys
 sys.path.insert(0, sys.argv[1])
