@@ -109,8 +109,9 @@ def _warm(run, steps: int, device: torch.device):
 
 
 def interleaved(workload: str, variants: list[str], device: torch.device, *, rounds: int, block: int,
-                warmup: int, root: str, progress=None, rebuild: bool = False) -> dict[str, Timing]:
-    """Time ``variants`` of ``workload`` round by round; returns {variant: Timing}.
+                warmup: int, root: str, progress=None, rebuild: bool = False, make=make_run) -> dict[str, Timing]:
+    """Time ``variants`` of ``workload`` round by round; returns {variant: Timing}. ``make`` builds a run
+    as :func:`make_run` does (a profile's own variants).
 
     With ``rebuild`` every round builds its runs afresh, in that round's order, after closing the last
     round's: each variant's model, optimizer state and batches then lie elsewhere in memory each
@@ -127,7 +128,7 @@ def interleaved(workload: str, variants: list[str], device: torch.device, *, rou
                     run.close()
                 runs = {}
                 for v in order:  # each built and warmed in turn (a run's first steps are not its steady state)
-                    runs[v] = _warm(make_run(workload, v, device, root), warmup, device)
+                    runs[v] = _warm(make(workload, v, device, root), warmup, device)
             for v in order:
                 cpu, wall, faults = time_block(runs[v], block, device)
                 out[v].cpu.append(cpu)

@@ -43,7 +43,6 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from benchmarks import overhead_workloads  # noqa: E402
 from benchmarks.overhead_timing import interleaved, median_ratio, pin_allocator  # noqa: E402
 from benchmarks.overhead_workloads import CONTROL, WORKLOADS, _base, _nnhealth, make_run  # noqa: E402
 from nnhealth import Monitor  # noqa: E402
@@ -301,7 +300,7 @@ def _unrecorded(every: int):
     return make
 
 
-#: the floors of ``--floor``: variant -> how to set it up, as :data:`overhead_workloads.VARIANTS` has them
+#: the floors of ``--floor``: variant -> how to set it up, as ``overhead_workloads.VARIANTS`` has them
 FLOORS = {
     "nnhealth, never sampled": lambda w, d, logdir: _nnhealth(_base(w, d, "nnhealth, never sampled"), None,
                                                               every=10 ** 9),
@@ -313,16 +312,18 @@ FLOOR_TABLE = ["plain", CONTROL, "nnhealth, never sampled", "defaults, not recor
                "every=1, not recorded", "nnhealth every=1"]
 
 
+def _make_floor(workload: str, variant: str, device, root: str | None = None):
+    """A run of one of :data:`FLOOR_TABLE`'s variants (the floors here, the others the benchmark's)."""
+    if variant in FLOORS:
+        return FLOORS[variant](WORKLOADS[workload], device, None)
+    return make_run(workload, variant, device, root)
+
+
 def floors(workload: str, rounds: int, block: int = 40) -> dict:
     """{variant: median ratio of CPU time to the plain loop's} for :data:`FLOOR_TABLE`, timed as the
-    overhead benchmark times its eager table (the floors are registered as variants while it runs)."""
-    overhead_workloads.VARIANTS.update(FLOORS)
-    try:
-        times = interleaved(workload, FLOOR_TABLE, torch.device("cpu"), rounds=rounds, block=block, warmup=20,
-                            root=tempfile.mkdtemp(prefix="step-floor-"), rebuild=True)
-    finally:
-        for v in FLOORS:
-            overhead_workloads.VARIANTS.pop(v, None)
+    overhead benchmark times its eager table."""
+    times = interleaved(workload, FLOOR_TABLE, torch.device("cpu"), rounds=rounds, block=block, warmup=20,
+                        root=tempfile.mkdtemp(prefix="step-floor-"), rebuild=True, make=_make_floor)
     return {v: median_ratio(times[v], times["plain"], "cpu") for v in FLOOR_TABLE}
 
 

@@ -62,7 +62,8 @@ class InFlight:
     def __init__(self, limit: int):
         self.limit = min(limit, MAX_HELD)
         self.held: list[Outgoing] = []
-        #: (step, sampled, numbers, transfers, generation, host bytes); transfers: [(keys, scalars, transfer)]
+        #: (step, sampled, numbers, transfers, generation, host bytes); transfers: [(keys, scalars, transfer)];
+        #: host bytes is None for a step with a copy from a device
         self.queue: deque = deque()
         #: queued steps with a copy from a device (the others' numbers are in host memory already)
         self.copying = 0
@@ -105,10 +106,12 @@ class InFlight:
                 stop = start + len(keys) + len(scalars)
                 transfers[i].append((keys, scalars, _Part(transfer, start, stop, cache)))
         for out, parts in zip(steps, transfers):
-            copying = any(not isinstance(part.transfer, Ready) for *_, part in parts)
-            size = 0 if copying else sum(getattr(vec, "nbytes", 0) for *_, vec in out.items)
-            self.copying += copying
-            self.host_bytes += size
+            if any(not isinstance(part.transfer, Ready) for *_, part in parts):
+                size = None
+                self.copying += 1
+            else:
+                size = sum(getattr(vec, "nbytes", 0) for *_, vec in out.items)
+                self.host_bytes += size
             self.queue.append((out.step, out.sampled, out.numbers, parts, self._generation, size))
 
     def arrived(self, wait: bool):
@@ -120,6 +123,8 @@ class InFlight:
             if not wait and generation == newest and not all(t.ready() for *_, t in transfers):
                 return
             self.queue.popleft()
-            self.copying -= any(not isinstance(part.transfer, Ready) for *_, part in transfers)
-            self.host_bytes -= size
+            if size is None:
+                self.copying -= 1
+            else:
+                self.host_bytes -= size
             yield step, sampled, numbers, transfers
